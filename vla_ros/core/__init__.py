@@ -1,0 +1,1 @@
+"""Functional core: kinematics, safety, policies, chunk execution, replay. Never imports rclpy."""

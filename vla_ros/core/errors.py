@@ -1,0 +1,18 @@
+"""User-facing errors: one line naming the file / field / topic and what was expected."""
+
+
+class VlaRosError(Exception):
+    """Base for errors caused by user input (config, URDF, bag, CLI). Reported without a traceback."""
+
+
+class ConfigError(VlaRosError):
+    """A robot / policy config or URDF is missing, malformed or inconsistent."""
+
+    def __init__(self, source: str, field: str, problem: str):
+        self.source, self.field, self.problem = str(source), field, problem
+        where = f"{self.source}: {field}" if field else self.source
+        super().__init__(f"{where}: {problem}")
+
+
+class UnknownJointError(VlaRosError):
+    """A message or call named a joint the robot model does not have."""
