@@ -6,6 +6,8 @@ import os
 # Before anything imports rclpy: keep DDS discovery on loopback, never on the LAN.
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 2))
+# MuJoCo picks its GL backend at first import: headless software EGL for the simulated cameras.
+os.environ.setdefault("MUJOCO_GL", "egl")
 
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
