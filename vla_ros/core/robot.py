@@ -100,11 +100,20 @@ class JointStateSource:
 
 
 @dataclass(frozen=True)
+class MimicSpec:
+    """A URDF <mimic> joint: value = multiplier * leader + offset (pinocchio's reduced model and MuJoCo ignore it)."""
+
+    leader: str
+    multiplier: float = 1.0
+    offset: float = 0.0
+
+
+@dataclass(frozen=True)
 class _UrdfJoint:
     name: str
     type: str
     limits: dict[str, float]
-    mimic: bool
+    mimic: MimicSpec | None
 
 
 def _parse_urdf(path: Path) -> dict[str, _UrdfJoint]:
@@ -140,7 +149,13 @@ def _parse_urdf(path: Path) -> dict[str, _UrdfJoint]:
             for attr in ("velocity", "effort"):
                 if attr not in limits:
                     raise ConfigError(path, f"joint {name}.limit", f"missing {attr} (required for {kind} joints)")
-        joints[name] = _UrdfJoint(name, kind, limits, element.find("mimic") is not None)
+        mimic = element.find("mimic")
+        if mimic is not None:
+            try:
+                mimic = MimicSpec(mimic.get("joint", ""), float(mimic.get("multiplier", 1.0)), float(mimic.get("offset", 0.0)))
+            except ValueError:
+                raise ConfigError(path, f"joint {name}.mimic", "multiplier and offset must be numbers") from None
+        joints[name] = _UrdfJoint(name, kind, limits, mimic)
     return joints
 
 
@@ -183,7 +198,9 @@ class RobotModel:
                     f"URDF {self.urdf_path.name} joint {name!r} is not used by any arm; add it to an arm or to locked_joints",
                 )
 
-        self.model, self.data = self._build_reduced_model(commanded, locked)
+        self.locked_joints = {name: locked.as_float(name, value) for name, value in locked.data.items()}
+        self.mimic_joints = {name: j.mimic for name, j in urdf_joints.items() if j.mimic is not None}
+        self.model, self.data = self._build_reduced_model(commanded)
         self.joint_names = tuple(self.model.names[1:])
         self.nq = self.model.nq
         self._index = {name: i for i, name in enumerate(self.joint_names)}
@@ -225,7 +242,7 @@ class RobotModel:
         if joint.mimic:
             raise arm.error("joints", f"joint {name!r} mimics another joint in {self.urdf_path.name}; command the leader")
 
-    def _build_reduced_model(self, commanded: Sequence[str], locked: Section) -> tuple[pin.Model, pin.Data]:
+    def _build_reduced_model(self, commanded: Sequence[str]) -> tuple[pin.Model, pin.Data]:
         try:
             full = pin.buildModelFromUrdf(str(self.urdf_path))
         except (RuntimeError, ValueError) as exc:
@@ -236,8 +253,8 @@ class RobotModel:
             if name in commanded:
                 continue
             lock_ids.append(joint_id)
-            if name in locked.data:
-                q_lock[full.joints[joint_id].idx_q] = locked.as_float(name, locked.data[name])
+            if name in self.locked_joints:
+                q_lock[full.joints[joint_id].idx_q] = self.locked_joints[name]
         return_model = pin.buildReducedModel(full, lock_ids, q_lock) if lock_ids else full
         return return_model, return_model.createData()
 

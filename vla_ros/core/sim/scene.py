@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import weakref
-import xml.etree.ElementTree as ET
-from pathlib import Path
 from typing import Iterable
 
 # EGL renders offscreen with no display; must be chosen before mujoco is first imported.
@@ -22,7 +20,6 @@ import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 import pinocchio as pin  # noqa: E402
 
-from vla_ros.core.config import Section, load_yaml  # noqa: E402
 from vla_ros.core.errors import ConfigError, VlaRosError  # noqa: E402
 from vla_ros.core.sim.placement import sample_target  # noqa: E402
 
@@ -42,17 +39,6 @@ OPTICAL_TO_MUJOCO = np.diag([1.0, -1.0, -1.0])
 
 class SimRenderError(VlaRosError):
     """The simulator cannot render (no usable OpenGL context)."""
-
-
-def _mimic_joints(urdf_path: Path) -> dict[str, tuple[str, float, float]]:
-    """follower -> (leader, multiplier, offset) from the URDF's <mimic> tags; MuJoCo's URDF reader ignores them."""
-    mimics = {}
-    for joint in ET.parse(urdf_path).getroot().iter("joint"):
-        mimic = joint.find("mimic")
-        if mimic is not None:
-            mimics[joint.get("name")] = (mimic.get("joint"), float(mimic.get("multiplier", 1.0)),
-                                         float(mimic.get("offset", 0.0)))
-    return mimics
 
 
 def _close_renderers(renderers: dict) -> None:
@@ -84,10 +70,8 @@ class SimScene:
         # same spot whichever cameras a caller renders); `cameras` picks the ones `render` serves.
         self._cameras = {c.name: c for c in robot.cameras if c.pose is not None and c.fov_y_deg is not None}
         self.camera_names = self._select_cameras(cameras)
-        # robot.py bakes locked joints into the reduced model without keeping their values; MuJoCo needs them.
-        locked = Section(load_yaml(robot.config_path), robot.config_path).section("locked_joints", {})
-        self._locked_values = {name: locked.as_float(name, value) for name, value in locked.data.items()}
-        self._mimics = _mimic_joints(robot.urdf_path)
+        self._locked_values = robot.locked_joints
+        self._mimics = {name: (m.leader, m.multiplier, m.offset) for name, m in robot.mimic_joints.items()}
 
         spec = self._load_urdf()
         base = spec.body(robot.base_frame)
