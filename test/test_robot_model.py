@@ -216,3 +216,10 @@ def test_installed_entry_point_runs_outside_the_checkout(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["name"] == "ur5"
+
+
+def test_camera_without_optional_fields_loads(tmp_path):
+    config = dh_config()
+    config["cameras"] = [{"name": "wrist", "topic": "/wrist/image_raw", "encoding": "rgb8", "width": 64, "height": 48}]
+    robot = load_robot(write_dh_robot(tmp_path, config))
+    assert robot.cameras[0].fov_y_deg is None and robot.cameras[0].pose is None

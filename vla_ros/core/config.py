@@ -74,15 +74,17 @@ class Section:
             raise self.error(key, f"expected a list, got {type(items).__name__}")
         return [Section(item, self.source, f"{self._path(key)}[{i}]") for i, item in enumerate(items)]
 
-    def str(self, key: str, default: Any = _MISSING) -> str:
+    def str(self, key: str, default: Any = _MISSING) -> str | None:
         value = self.raw(key, default)
+        if value is None:  # absent and the caller's default is None
+            return None
         if not isinstance(value, str):
             raise self.error(key, f"expected a string, got {type(value).__name__} {value!r}")
         return value
 
-    def float(self, key: str, default: Any = _MISSING, positive: bool = False) -> float:
+    def float(self, key: str, default: Any = _MISSING, positive: bool = False) -> float | None:
         value = self.raw(key, default)
-        return self.as_float(key, value, positive)
+        return None if value is None else self.as_float(key, value, positive)
 
     def as_float(self, key: str | int, value: Any, positive: bool = False) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):

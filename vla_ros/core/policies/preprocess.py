@@ -66,7 +66,8 @@ def resize_image(image: np.ndarray, size: tuple[int, int], mode: str = "stretch"
     return out
 
 
-def prepare_image(image: np.ndarray, size: tuple[int, int] | None, mode: str, layout: str, as_float: bool) -> np.ndarray:
+def prepare_image(image: np.ndarray, size: tuple[int, int] | None, mode: str, layout: str,
+                  as_float: bool) -> np.ndarray:
     """Resize (unless size is None), lay out as HWC or CHW, and optionally scale uint8 to float32 in [0, 1]."""
     if size is not None:
         image = resize_image(image, size, mode)
@@ -97,11 +98,13 @@ def parse_state(items: Sequence[Section], robot) -> tuple[StateColumn, ...]:
     """State parts from a policy YAML, each one of:
         {arm: NAME}                          the arm's joints, in the robot config's order
         {joints: [NAME, ...]}                named joints
-        {gripper: ARM, open: 1.0, closed: 0.0}   the arm's gripper opening, as the policy encodes open / closed
+        {gripper: ARM, open: 1.0, closed: 0.0}   the arm's gripper opening, as the policy encodes open / closed;
+            optional joint_open / joint_closed: the joint values the *training data* normalised over, when they
+            differ from the robot config's gripper range (ALOHA datasets use their own finger span)
     """
     columns: list[StateColumn] = []
     for item in items:
-        item.unknown_keys({"arm", "joints", "gripper", "open", "closed"})
+        item.unknown_keys({"arm", "joints", "gripper", "open", "closed", "joint_open", "joint_closed"})
         kinds = [key for key in ("arm", "joints", "gripper") if item.has(key)]
         if len(kinds) != 1:
             raise ConfigError(item.source, item.field, "expected exactly one of arm, joints, gripper")
@@ -125,7 +128,11 @@ def parse_state(items: Sequence[Section], robot) -> tuple[StateColumn, ...]:
         convention = GripperConvention(item.float("open", 1.0), item.float("closed", 0.0))
         if convention.open == convention.closed:
             raise item.error("open", "open and closed must differ")
-        columns.append(StateColumn(arm.gripper.joint, arm.gripper.open, arm.gripper.closed, convention))
+        joint_open = item.float("joint_open", arm.gripper.open)
+        joint_closed = item.float("joint_closed", arm.gripper.closed)
+        if joint_open == joint_closed:
+            raise item.error("joint_open", "joint_open and joint_closed must differ")
+        columns.append(StateColumn(arm.gripper.joint, joint_open, joint_closed, convention))
     return tuple(columns)
 
 

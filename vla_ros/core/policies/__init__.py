@@ -1,0 +1,68 @@
+"""Policy backends behind one interface (`vla_ros.core.types.Policy`), built from a policy YAML by `make_policy`.
+
+A policy YAML names its backend and that backend's fields:
+    backend: colour_target_baseline | torch_local | openpi_ws | openvla_rest | playback
+Backends load lazily, so building the baseline never imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Mapping
+
+from vla_ros.core.config import Section, load_yaml
+from vla_ros.core.errors import ConfigError
+from vla_ros.core.policies.errors import ObservationError, PlaybackExhaustedError, PolicyServerError, \
+    PolicyUnavailableError
+from vla_ros.core.types import Policy
+
+# backend name -> module (under vla_ros.core.policies) whose `from_config(section, robot)` builds it
+BACKENDS = {
+    "colour_target_baseline": "baseline",
+    "torch_local": "torch_local",
+    "openpi_ws": "openpi_ws",
+    "openvla_rest": "openvla_rest",
+    "playback": "playback",
+}
+
+__all__ = [
+    "BACKENDS", "ObservationError", "PlaybackExhaustedError", "PolicyServerError", "PolicyUnavailableError",
+    "builtin_policy_names", "make_policy", "resolve_policy_config",
+]
+
+
+def builtin_policy_names() -> list[str]:
+    from vla_ros.resources import policy_config_dir
+
+    return sorted(p.stem for p in policy_config_dir().glob("*.yaml"))
+
+
+def resolve_policy_config(policy: str | Path) -> Path:
+    """A built-in policy name (config/policies/<name>.yaml) or a path to a YAML -> the YAML path."""
+    candidate = Path(policy)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists() or "/" in str(policy):
+        return candidate
+    from vla_ros.resources import policy_config_dir
+
+    path = policy_config_dir() / f"{policy}.yaml"
+    if not path.is_file():
+        raise ConfigError(policy, "", f"unknown policy; expected a built-in ({', '.join(builtin_policy_names())}) "
+                                      f"or a YAML path")
+    return path
+
+
+def make_policy(config: Mapping | str | Path, robot=None, *, source: str | Path = "<policy config>") -> Policy:
+    """Build a policy from a YAML path, a built-in name, or an already-loaded mapping.
+
+    `robot` (a RobotModel) resolves arm / camera / joint names and is required by the baseline. For a mapping,
+    relative file paths in it are resolved against the directory of `source`.
+    """
+    if isinstance(config, Mapping):
+        section = Section(config, source)
+    else:
+        path = resolve_policy_config(config)
+        section = Section(load_yaml(path), path)
+    backend = section.choice("backend", tuple(BACKENDS))
+    module = importlib.import_module(f"{__name__}.{BACKENDS[backend]}")
+    return module.from_config(section, robot)
