@@ -20,7 +20,14 @@ ROTATION_WIDTH = {"rpy": 3, "axis_angle": 3, "quat": 4}
 
 
 class BadChunkError(ValueError):
-    """A policy returned a chunk that must not be executed (NaN, wrong shape / space, stale stamp)."""
+    """A policy returned a chunk that must not be executed (NaN, wrong shape / space, stale stamp).
+
+    `reason` is a short key for counting rejections (type, space, shape, non_finite, dt, stale, ...).
+    """
+
+    def __init__(self, message: str, reason: str = "invalid"):
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -152,22 +159,23 @@ class Policy(Protocol):
 def validate_chunk(chunk: object, metadata: PolicyMetadata, now: float, max_age: float) -> ActionChunk:
     """Return `chunk` if it may be executed, else raise BadChunkError naming what is wrong."""
     if not isinstance(chunk, ActionChunk):
-        raise BadChunkError(f"policy {metadata.name}: returned {type(chunk).__name__}, expected ActionChunk")
+        raise BadChunkError(f"policy {metadata.name}: returned {type(chunk).__name__}, expected ActionChunk", "type")
     actions = chunk.actions
     expected = metadata.action_space
     if chunk.space != expected:
-        raise BadChunkError(f"policy {metadata.name}: chunk action space {chunk.space} != declared {expected}")
+        raise BadChunkError(f"policy {metadata.name}: chunk action space {chunk.space} != declared {expected}", "space")
     if not isinstance(actions, np.ndarray) or actions.ndim != 2 or actions.shape[1] != expected.dim or len(actions) == 0:
         shape = getattr(actions, "shape", None)
-        raise BadChunkError(f"policy {metadata.name}: chunk actions shape {shape}, expected (T>0, {expected.dim})")
+        raise BadChunkError(f"policy {metadata.name}: chunk actions shape {shape}, expected (T>0, {expected.dim})", "shape")
     if not np.all(np.isfinite(actions)):
         bad = np.argwhere(~np.isfinite(actions))[0]
-        raise BadChunkError(f"policy {metadata.name}: non-finite action at step {bad[0]}, column {bad[1]}")
+        raise BadChunkError(f"policy {metadata.name}: non-finite action at step {bad[0]}, column {bad[1]}", "non_finite")
     if not (np.isfinite(chunk.dt) and chunk.dt > 0):
-        raise BadChunkError(f"policy {metadata.name}: chunk dt {chunk.dt!r}, expected > 0")
+        raise BadChunkError(f"policy {metadata.name}: chunk dt {chunk.dt!r}, expected > 0", "dt")
     if not np.isfinite(chunk.stamp) or now - chunk.stamp > max_age:
         raise BadChunkError(
             f"policy {metadata.name}: stale chunk, observation stamp {chunk.stamp:.3f} is {now - chunk.stamp:.3f} s old "
-            f"(max {max_age:.3f} s)"
+            f"(max {max_age:.3f} s)",
+            "stale",
         )
     return chunk
