@@ -49,11 +49,12 @@ class GripperSpec:
 
     def to_joint(self, opening: float) -> float:
         """Normalised opening (1 = open, 0 = closed, clipped) -> joint value."""
-        opening = float(np.clip(opening, 0.0, 1.0))
+        # plain min/max: np.clip on a scalar costs ~5 us, and this runs every control tick
+        opening = min(max(float(opening), 0.0), 1.0)
         return self.closed + opening * (self.open - self.closed)
 
     def opening(self, joint_value: float) -> float:
-        return float(np.clip((joint_value - self.closed) / (self.open - self.closed), 0.0, 1.0))
+        return min(max((float(joint_value) - self.closed) / (self.open - self.closed), 0.0), 1.0)
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ class GripperConvention:
     def opening(self, value: float) -> float:
         """Policy value -> normalised opening in [0, 1] (1 = fully open), clipped."""
         span = self.open - self.closed
-        return float(np.clip((value - self.closed) / span, 0.0, 1.0))
+        return min(max((float(value) - self.closed) / span, 0.0), 1.0)  # scalar: cheaper than np.clip
 
 
 @dataclass(frozen=True)
