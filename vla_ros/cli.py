@@ -17,7 +17,7 @@ SUBCOMMANDS = {
     "check-robot": ("vla_ros.commands.check_robot", "validate a robot config + URDF and print its tables"),
     "demo": ("vla_ros.commands.demo", "run the embedded demo (no hardware needed)"),
     "bringup": ("vla_ros.commands.bringup", "start the whole node graph in one process (pip-only path)"),
-    "replay": ("vla_ros.commands.replay", "replay a rosbag through the chain offline and score it"),
+    "replay": ("vla_ros.commands.replay", "evaluate a policy offline on a rosbag (metrics, plots, report; --sweep, --live)"),
     "bench": ("vla_ros.commands.bench", "run a benchmark and write its JSON"),
 }
 

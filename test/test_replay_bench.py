@@ -1,0 +1,18 @@
+"""`vla-ros bench replay` runs end to end on a short bag and reports both throughput figures."""
+
+import argparse
+import json
+
+import vla_ros.bench.replay as bench
+
+
+def test_bench_replay_writes_both_figures(tmp_path):
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    out = tmp_path / "replay.json"
+    assert bench.main(parser.parse_args(["--json", str(out), "--duration", "0.5", "--repeat", "1",
+                                         "--storage", "sqlite3"])) == 0
+    result = json.loads(out.read_text())
+    assert result["x_realtime"] > 0 and result["raw_read_x_realtime"] > 0
+    assert result["storage"] == "sqlite3" and result["camera"] == "640x480 rgb8 @ 30 Hz"
+    assert result["by_storage"]["sqlite3"]["inferences"] > 0

@@ -1,0 +1,269 @@
+"""`vla-ros replay BAG --robot R --policy P --out DIR`: evaluate a policy offline on a rosbag2 recording.
+
+The bag's camera, joint-state and instruction messages drive the same chain that runs on the robot (executor -> IK
+-> safety) in bag time, deterministically, as fast as the machine allows; what the chain commands is compared with
+the controller commands the bag recorded. Writes DIR/metrics.json, PNG plots and DIR/report.md.
+
+  --sweep   several executor settings over the same bag and injected latency, one comparison table
+  --live    republish the bag (original types + /clock) into a running ROS graph instead
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+from pathlib import Path
+
+from vla_ros.core.errors import ConfigError, VlaRosError
+
+# Defaults of the executor flags are None so only what the user gave overrides ExecutorConfig's own defaults.
+_EXECUTOR_FLAGS = {  # flag dest -> ExecutorConfig field
+    "executor": "mode", "execute_steps": "execute_steps", "threshold": "queue_threshold", "blend": "blend",
+    "blend_steps": "blend_steps", "ensemble_coeff": "ensemble_coeff", "max_chunk_age": "max_chunk_age",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bag", help="rosbag2 directory (sqlite3 or mcap), or a single .db3 / .mcap file")
+    parser.add_argument("--robot", help="built-in robot name or path to a robot YAML (not needed with --live)")
+    parser.add_argument("--urdf", help="use this URDF instead of the one the robot YAML names")
+    parser.add_argument("--policy", help="built-in policy name or path to a policy YAML (not needed with --live)")
+    parser.add_argument("--out", help="output directory for metrics.json, plots and report.md")
+    parser.add_argument("--remap", action="append", default=[], metavar="FROM:=TO",
+                        help="read bag topic FROM as TO (repeatable)")
+    timing = parser.add_argument_group("injected policy latency")
+    timing.add_argument("--latency", type=float, default=0.0, metavar="MS", help="inference latency (default 0)")
+    timing.add_argument("--jitter", type=float, default=0.0, metavar="MS",
+                        help="uniform jitter half-width around --latency")
+    timing.add_argument("--seed", type=int, default=0, help="jitter seed (runs are reproducible)")
+    timing.add_argument("--measured-latency", action="store_true",
+                        help="use each inference's real duration as its latency (realistic, not reproducible)")
+    executor = parser.add_argument_group("executor (defaults: vla_ros.core.executor.ExecutorConfig)")
+    executor.add_argument("--executor", choices=("sync", "ensemble", "async"), help="execution mode")
+    executor.add_argument("--execute-steps", type=int, help="sync: chunk steps executed before re-inferring")
+    executor.add_argument("--threshold", type=float, help="async: request below this fraction of the horizon")
+    executor.add_argument("--blend", choices=("crossfade", "prefix"), help="async hand-over")
+    executor.add_argument("--blend-steps", type=int, help="async crossfade length in chunk steps")
+    executor.add_argument("--ensemble-coeff", type=float, help="ensemble: weight exp(-coeff * i)")
+    executor.add_argument("--max-chunk-age", type=float, metavar="S", help="reject chunks older than this")
+    inputs = parser.add_argument_group("inputs")
+    inputs.add_argument("--instruction", help="task text when the bag has no instruction topic")
+    inputs.add_argument("--instruction-topic", default="/vla_ros/instruction",
+                        help="std_msgs/String topic (default %(default)s, the policy node's)")
+    inputs.add_argument("--actions-topic", metavar="TOPIC",
+                        help="recorded actions (std_msgs/Float64MultiArray, one action of the policy's action space "
+                             "per message): compared with the chain's actions, and played back by a playback policy")
+    inputs.add_argument("--safety", metavar="YAML", help="safety config (default: config/safety.yaml)")
+    sweep = parser.add_argument_group("sweep")
+    sweep.add_argument("--sweep", action="store_true", help="run a grid of executor settings, write sweep.md / .csv")
+    sweep.add_argument("--sweep-modes", default="sync,ensemble,async", help="comma-separated (default %(default)s)")
+    sweep.add_argument("--sweep-thresholds", default="0.3,0.5,0.8", help="async thresholds (default %(default)s)")
+    sweep.add_argument("--sweep-blend-steps", default="0,5,10", help="async crossfade lengths (default %(default)s)")
+    live = parser.add_argument_group("live")
+    live.add_argument("--live", action="store_true", help="republish the bag into a running graph with /clock")
+    live.add_argument("--rate", type=float, default=1.0, help="--live playback speed factor (default 1)")
+
+
+def tune_allocator() -> None:
+    """Keep large freed blocks on glibc's heap for the rest of this process.
+
+    Bag payloads are large (a 640x480 rgb8 frame is 0.9 MB, mcap chunks are read whole). By default glibc serves each
+    such allocation with a fresh mmap and unmaps it on free, so every read page-faults its buffer anew: reading a
+    camera bag measured 4-5x slower that way. This is what MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ set from
+    the environment; doing it here spares users the incantation. A no-op without glibc.
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    libc.mallopt(m_mmap_threshold, 64 << 20)
+    libc.mallopt(m_trim_threshold, 256 << 20)
+
+
+def _numbers(text: str, kind, flag: str) -> list:
+    try:
+        values = [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise VlaRosError(f"{flag}: expected comma-separated {kind.__name__} values, got {text!r}") from None
+    if not values:
+        raise VlaRosError(f"{flag}: expected at least one value")
+    return values
+
+
+def _executor_config(args, robot, **overrides):
+    from vla_ros.core.executor import ExecutorConfig
+
+    values = {field: getattr(args, dest) for dest, field in _EXECUTOR_FLAGS.items() if getattr(args, dest) is not None}
+    values.update(overrides)
+    return ExecutorConfig(control_dt=1.0 / robot.control_rate_hz, **values)
+
+
+def _policy(args, robot, bag):
+    """The policy; a playback policy given --actions-topic plays the bag's recorded actions."""
+    from vla_ros.core.config import Section, load_yaml
+    from vla_ros.core.policies import make_policy, resolve_policy_config
+    from vla_ros.core.policies.spec import parse_action_space
+    from vla_ros.core.replay.run import read_actions
+
+    path = resolve_policy_config(args.policy)
+    config = load_yaml(path)
+    if config.get("backend") != "playback" or not args.actions_topic:
+        return make_policy(path, robot), {}
+    space = parse_action_space(Section(config, path).section("action_space"), robot)
+    times, actions, skipped = read_actions(bag, args.actions_topic, space.dim)
+    config = {k: v for k, v in config.items() if k not in ("recording", "actions", "times")}
+    config.update(actions=actions.tolist(), times=times.tolist())
+    return make_policy(config, robot, source=path), dict(skipped)
+
+
+def _json_safe(value):
+    """NaN / inf -> None and numpy scalars -> Python, so metrics.json is strict JSON."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class _Progress:
+    """A tqdm bar on an interactive terminal; silent otherwise (logs, CI, pipes)."""
+
+    def __init__(self, description: str, total: float = 1.0):
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=description, unit="", bar_format="{l_bar}{bar}| {elapsed}<{remaining}",
+                            file=sys.stderr)
+
+    def to(self, value: float) -> None:
+        if self.bar is not None:
+            self.bar.update(value - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def main(args: argparse.Namespace) -> int:
+    from vla_ros.core.replay.bag import parse_remaps
+    from vla_ros.core.robot import load_robot
+
+    remaps = parse_remaps(args.remap)
+    tune_allocator()
+    if args.live:
+        from vla_ros.ros.replay_live import republish
+
+        if not (math.isfinite(args.rate) and args.rate > 0):
+            raise VlaRosError(f"--rate: expected a positive speed factor, got {args.rate}")
+        return republish(Path(args.bag), remaps, rate=args.rate)
+    if not (args.robot and args.policy and args.out):
+        raise VlaRosError("--robot, --policy and --out are required (except with --live)")
+    robot = load_robot(args.robot, urdf=Path(args.urdf) if args.urdf else None)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise VlaRosError(f"--out {out}: exists and is not a directory")
+    from vla_ros.core.replay.run import ReplayOptions
+    from vla_ros.core.safety_config import SafetyConfig, default_safety_config_path
+
+    options = ReplayOptions(latency=args.latency * 1e-3, jitter=args.jitter * 1e-3, seed=args.seed,
+                            measured_latency=args.measured_latency, instruction=args.instruction,
+                            instruction_topic=args.instruction_topic, actions_topic=args.actions_topic)
+    safety_path = Path(args.safety) if args.safety else default_safety_config_path()
+    try:
+        safety = SafetyConfig.from_yaml(safety_path, robot)
+    except ValueError as exc:  # a value SafetyConfig itself rejects (out of range)
+        raise ConfigError(safety_path, "", str(exc)) from None
+    if args.sweep:
+        return _sweep(args, robot, remaps, options, safety, out)
+    return _replay(args, robot, remaps, options, safety, out)
+
+
+def _replay(args, robot, remaps, options, safety, out: Path) -> int:
+    from vla_ros.core.replay.bag import Bag
+    from vla_ros.core.replay.metrics import compute_metrics
+    from vla_ros.core.replay.plots import write_plots
+    from vla_ros.core.replay.report import write_report
+    from vla_ros.core.replay.run import run_replay
+
+    with Bag(args.bag, remaps) as bag:
+        policy, action_skips = _policy(args, robot, bag)
+        config = _executor_config(args, robot)
+        progress = _Progress(f"replay {Path(args.bag).name}")
+        try:
+            record = run_replay(bag, robot, policy, config, options, safety_config=safety, progress=progress.to)
+        finally:
+            progress.close()
+        metrics = compute_metrics(record)
+        for reason, count in action_skips.items():
+            metrics["skipped"][f"playback_{reason}"] = count
+        space = policy.metadata.action_space
+        metrics = {"run": {
+            "bag": str(Path(args.bag).resolve()), "storage": bag.storage, "duration_s": bag.duration,
+            "messages": bag.message_count, "remaps": remaps, "robot": robot.name, "policy": policy.metadata.name,
+            "action_space": f"{space.kind} ({space.frame} frame, {space.rotation}, arms {', '.join(space.arms)})",
+            "executor": dataclasses.asdict(config),
+            "latency_ms": args.latency, "jitter_ms": args.jitter, "seed": args.seed,
+            "measured_latency": args.measured_latency,
+            "instruction": record.notes["instruction"], "instruction_source": record.notes["instruction_source"],
+            "cameras": record.notes["cameras"],
+            "ignored_joint_state_names": record.notes["ignored_joint_state_names"],
+            "messages_with_trailing_bytes": record.notes["messages_with_trailing_bytes"],
+        }, **metrics}
+    metrics = _json_safe(metrics)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    plots = write_plots(record, out)
+    report = write_report(metrics, plots, out)
+    _print_summary(metrics, out, report)
+    return 0
+
+
+def _print_summary(metrics: dict, out: Path, report: Path) -> None:
+    comparison = metrics["comparison"]
+    if comparison["available"]:
+        worst = max(metrics["joint_rmse"].items(), key=lambda item: item[1])
+        print(f"joint RMSE vs recording: worst {worst[0]} {worst[1]:.4g}; max error "
+              f"{max(metrics['joint_max_error'].values()):.4g}")
+    else:
+        print(f"no comparison: {comparison['reason']}")
+    executor = metrics["executor"]
+    print(f"interventions {metrics['interventions_total']}, underflows {executor['underflows']}, "
+          f"chunks {executor['accepted_chunks']} accepted / {sum(executor['rejected_chunks'].values())} rejected, "
+          f"skipped {sum(metrics['skipped'].values())}")
+    print(f"wrote {out / 'metrics.json'}, {report} and plots")
+
+
+def _sweep(args, robot, remaps, options, safety, out: Path) -> int:
+    from vla_ros.core.replay.bag import Bag
+    from vla_ros.core.replay.sweep import run_sweep, sweep_configs, write_sweep
+
+    modes = [m.strip() for m in args.sweep_modes.split(",") if m.strip()]
+    configs = sweep_configs(_executor_config(args, robot), modes,
+                            _numbers(args.sweep_thresholds, float, "--sweep-thresholds"),
+                            _numbers(args.sweep_blend_steps, int, "--sweep-blend-steps"))
+    with Bag(args.bag, remaps) as bag:
+        policy, _ = _policy(args, robot, bag)
+    progress = _Progress("sweep", total=len(configs))
+    try:
+        rows = run_sweep(Path(args.bag), remaps, robot, policy, configs, options, safety_config=safety,
+                         progress=lambda i, setting: progress.to(i))
+        progress.to(len(configs))
+    finally:
+        progress.close()
+    header = (f"Bag `{Path(args.bag).resolve()}`, robot `{robot.name}`, policy `{policy.metadata.name}`, injected "
+              f"latency {args.latency:g} ms ± {args.jitter:g} ms (seed {args.seed}).")
+    out.mkdir(parents=True, exist_ok=True)
+    paths = write_sweep(rows, out, header)
+    print(paths["markdown"].read_text())
+    return 0

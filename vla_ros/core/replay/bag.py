@@ -1,0 +1,237 @@
+"""Reading rosbag2 recordings (sqlite3 and mcap) for replay, through `rosbags`.
+
+`rosbags.highlevel.AnyReader` does the storage work (both plugins, split files, zstd compression, embedded message
+definitions and their hash check). This module adds what replay needs on top: topic remaps, one-line errors for bad
+bags, lazy deserialisation (a 30 Hz camera topic is read but only the frames an observation uses are decoded), and a
+CDR decoder that accepts the trailing bytes ROS 2's own serializer leaves (see `Bag.decode`).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping
+
+import yaml
+
+from vla_ros.core.errors import VlaRosError
+
+STORAGES = ("sqlite3", "mcap")
+_STORAGE_BY_SUFFIX = {".db3": "sqlite3", ".mcap": "mcap"}
+# What a malformed CDR payload raises inside rosbags' generated deserializers.
+_DECODE_ERRORS = (struct.error, UnicodeDecodeError, ValueError, IndexError, TypeError, OverflowError, KeyError)
+
+
+class BagError(VlaRosError):
+    """A bag that cannot be replayed: missing, corrupt, unsupported storage, missing or mistyped topics."""
+
+
+class MessageDecodeError(VlaRosError):
+    """One message whose payload does not deserialize as its topic's type (counted and skipped by replay)."""
+
+
+@dataclass(frozen=True)
+class BagTopic:
+    name: str  # after remapping
+    recorded_name: str  # as stored in the bag
+    msgtype: str
+    count: int
+    latched: bool = False  # recorded from a transient-local publisher (e.g. an instruction topic)
+
+
+@dataclass(frozen=True)
+class BagMessage:
+    """One recorded message, not yet deserialized. `log_time` is the recorder's receive time in seconds."""
+
+    topic: str  # after remapping
+    msgtype: str
+    log_time_ns: int
+    raw: bytes | memoryview
+
+    @property
+    def log_time(self) -> float:
+        return self.log_time_ns * 1e-9
+
+
+def parse_remaps(items: Iterable[str]) -> dict[str, str]:
+    """['/cam:=/camera/image', ...] -> {'/cam': '/camera/image'} (bag name -> name the chain expects)."""
+    remaps = {}
+    for item in items:
+        source, sep, target = item.partition(":=")
+        if not sep or not source.startswith("/") or not target.startswith("/"):
+            raise BagError(f"--remap {item!r}: expected FROM:=TO with absolute topic names, "
+                           "e.g. /cam:=/camera/image_raw")
+        if source in remaps:
+            raise BagError(f"--remap {item!r}: topic {source} is remapped twice")
+        remaps[source] = target
+    return remaps
+
+
+def _storage_of(path: Path) -> str:
+    """The storage plugin of a bag directory or file, with a one-line error for anything unusable."""
+    if not path.exists():
+        raise BagError(f"bag {path}: no such file or directory")
+    if path.is_file():
+        storage = _STORAGE_BY_SUFFIX.get(path.suffix)
+        if storage is None:
+            raise BagError(f"bag {path}: unknown storage file type {path.suffix!r}; expected a rosbag2 directory, "
+                           f"or a .db3 (sqlite3) or .mcap file")
+        return storage
+    metadata_path = path / "metadata.yaml"
+    if not metadata_path.is_file():
+        raise BagError(f"bag {path}: directory has no metadata.yaml; expected a rosbag2 bag directory")
+    try:
+        metadata = yaml.load(metadata_path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        info = metadata["rosbag2_bagfile_information"]
+        storage = info["storage_identifier"]
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, TypeError, KeyError) as exc:
+        raise BagError(f"bag {path}: unreadable metadata.yaml ({type(exc).__name__}: {exc})") from None
+    if storage not in STORAGES:
+        raise BagError(f"bag {path}: unknown storage {storage!r} in metadata.yaml; "
+                       f"expected one of {', '.join(STORAGES)}")
+    return storage
+
+
+def _transient_local(connection) -> bool:
+    from rosbags.interfaces import QosDurability
+
+    profiles = getattr(connection.ext, "offered_qos_profiles", None) or []
+    return any(getattr(p, "durability", None) == QosDurability.TRANSIENT_LOCAL for p in profiles)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+class Bag:
+    """An open rosbag2 recording with remapped topic names. Use as a context manager."""
+
+    def __init__(self, path: str | Path, remaps: Mapping[str, str] | None = None):
+        from rosbags.highlevel import AnyReader
+        from rosbags.typesys import Stores, get_typestore
+
+        self.path = Path(path)
+        self.storage = _storage_of(self.path)
+        self._remaps = dict(remaps or {})
+        self._default_typestore = get_typestore(Stores.ROS2_JAZZY)
+        try:
+            self._reader = AnyReader([self.path], default_typestore=self._default_typestore)
+            self._reader.open()
+        except Exception as exc:  # rosbags / apsw / mcap raise many types for a corrupt bag; all mean "unreadable"
+            raise BagError(f"bag {self.path}: cannot open {self.storage} bag ({_one_line(exc)})") from None
+        self._supplement_types()
+        self._connections: dict[str, list] = {}
+        self.topics: dict[str, BagTopic] = {}
+        for connection in self._reader.connections:
+            name = self._remaps.get(connection.topic, connection.topic)
+            self._connections.setdefault(name, []).append(connection)
+        for name, connections in self._connections.items():
+            types = sorted({c.msgtype for c in connections})
+            if len(types) > 1:
+                raise BagError(f"bag {self.path}: topic {name} is recorded with several types ({', '.join(types)})")
+            self.topics[name] = BagTopic(name, connections[0].topic, types[0], sum(c.msgcount for c in connections),
+                                         any(_transient_local(c) for c in connections))
+        unused = sorted(set(self._remaps) - {c.topic for c in self._reader.connections})
+        if unused:
+            raise BagError(f"bag {self.path}: --remap names topic {unused[0]}, which the bag does not have "
+                           f"(topics: {', '.join(sorted(c.topic for c in self._reader.connections))})")
+        self.messages_with_trailing_bytes = 0
+
+    def _supplement_types(self) -> None:
+        """AnyReader uses only the bag's embedded definitions when it has any; add Jazzy's for topics without one."""
+        known = self._reader.typestore.fielddefs
+        if any(c.msgtype not in known for c in self._reader.connections):
+            self._reader.typestore.register(
+                {name: fields for name, fields in self._default_typestore.fielddefs.items() if name not in known})
+
+    # --- metadata -------------------------------------------------------------------------------------------------
+
+    @property
+    def start_time(self) -> float:
+        return self._reader.start_time * 1e-9
+
+    @property
+    def end_time(self) -> float:
+        return self._reader.end_time * 1e-9
+
+    @property
+    def duration(self) -> float:
+        return max(0.0, (self._reader.end_time - self._reader.start_time) * 1e-9) if self._reader.message_count else 0.0
+
+    @property
+    def message_count(self) -> int:
+        return self._reader.message_count
+
+    def topic(self, name: str, msgtypes: Iterable[str], purpose: str) -> BagTopic:
+        """The topic `name`, which must exist with one of `msgtypes`; a one-line BagError otherwise."""
+        msgtypes = tuple(msgtypes)
+        info = self.topics.get(name)
+        if info is None:
+            available = ", ".join(f"{t.name} [{t.msgtype}]" for t in self.topics.values()) or "none"
+            raise BagError(f"bag {self.path}: no topic {name} ({purpose}, expected {' or '.join(msgtypes)}); "
+                           f"topics in the bag: {available}; use --remap FROM:={name} if it was recorded under "
+                           "another name")
+        if info.msgtype not in msgtypes:
+            raise BagError(f"bag {self.path}: topic {name} ({purpose}) has type {info.msgtype}, expected "
+                           f"{' or '.join(msgtypes)}")
+        return info
+
+    def can_decode(self, msgtype: str) -> bool:
+        return msgtype in self._reader.typestore.fielddefs
+
+    # --- messages -------------------------------------------------------------------------------------------------
+
+    def messages(self, topics: Iterable[str]) -> Iterator[BagMessage]:
+        """Messages of `topics` (remapped names) in recording (log time) order, payloads still serialized."""
+        connections = [c for name in topics for c in self._connections.get(name, ())]
+        if not connections:
+            return
+        topic_of = {id(c): self._remaps.get(c.topic, c.topic) for c in connections}
+        last_time = None
+        try:
+            for connection, log_time_ns, raw in self._reader.messages(connections=connections):
+                last_time = log_time_ns
+                yield BagMessage(topic_of[id(connection)], connection.msgtype, log_time_ns, raw)
+        except Exception as exc:  # a corrupt storage surfaces mid-iteration with storage-specific exception types
+            where = f"after t={last_time * 1e-9:.6f} s" if last_time is not None else "at the first message"
+            raise BagError(f"bag {self.path}: corrupt {self.storage} data {where} ({_one_line(exc)})") from None
+
+    def decode(self, message: BagMessage) -> object:
+        """Deserialize one message; MessageDecodeError when its bytes are not a valid CDR `msgtype`.
+
+        rosbags' own `deserialize_cdr` rejects payloads with more than 3 bytes after the message. Messages serialized
+        by ROS 2 itself (rclpy.serialization / rmw_fastrtps, e.g. bags written with rosbag2_py) carry up to several
+        extra bytes: Fast CDR sizes the buffer with a worst-case alignment estimate (ros2/rosbag2#1025). So decode with
+        the type's generated deserializer and accept a tail, counting such messages.
+        """
+        raw = memoryview(message.raw)
+        if len(raw) < 4 or bytes(raw[:2]) not in (b"\x00\x00", b"\x00\x01"):
+            raise MessageDecodeError(f"topic {message.topic}: message at t={message.log_time:.6f} s is not CDR "
+                                     f"(bad encapsulation header)")
+        try:
+            msgdef = self._reader.typestore.get_msgdef(message.msgtype)
+        except Exception as exc:  # rosbags' TypesysError for a type with no definition
+            raise MessageDecodeError(f"topic {message.topic}: no definition for {message.msgtype} "
+                                     f"({_one_line(exc)})") from None
+        deserialize = msgdef.deserialize_cdr_le if raw[1] else msgdef.deserialize_cdr_be
+        try:
+            decoded, end = deserialize(raw[4:], 0, msgdef.cls, self._reader.typestore)
+        except _DECODE_ERRORS as exc:
+            raise MessageDecodeError(f"topic {message.topic}: message at t={message.log_time:.6f} s does not "
+                                     f"deserialize as {message.msgtype} ({_one_line(exc)})") from None
+        if end + 4 > len(raw):
+            raise MessageDecodeError(f"topic {message.topic}: message at t={message.log_time:.6f} s is truncated")
+        if len(raw) - 4 - end > 3:
+            self.messages_with_trailing_bytes += 1
+        return decoded
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def __enter__(self) -> "Bag":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
