@@ -1,0 +1,60 @@
+"""What every node of the graph shares: ROS time in seconds, joint_states inputs, throttled one-line errors."""
+
+from __future__ import annotations
+
+from rclpy.node import Node
+
+from vla_ros.core.errors import VlaRosError
+from vla_ros.core.robot import RobotModel
+from vla_ros.ros import qos
+from vla_ros.ros.messages import JointStateCache
+
+
+def now_sec(node: Node) -> float:
+    """The node's ROS time (sim time when use_sim_time is set), seconds."""
+    return node.get_clock().now().nanoseconds * 1e-9
+
+
+class JointStateInput:
+    """Subscribes to every joint_states source of the robot and keeps a JointStateCache of it.
+
+    A bad message is refused whole and reported once per `error_period` per topic (never a crash); the joints it
+    should have refreshed go stale, so the nodes hold. `errors` counts refused messages.
+    """
+
+    def __init__(self, node: Node, robot: RobotModel, error_period: float = 2.0, on_update=None):
+        from sensor_msgs.msg import JointState
+
+        self.node, self.cache, self.errors = node, JointStateCache(robot), 0
+        self._on_update = on_update  # called (model joint names, positions, receipt time) for each accepted message
+        self.last_error: str | None = None
+        self._error_period = error_period
+        self.subscriptions = [
+            node.create_subscription(JointState, source.topic, lambda msg, i=i: self._on_message(i, msg), qos.SENSOR)
+            for i, (source, _) in enumerate(self.cache.sources)
+        ]
+
+    def _on_message(self, index: int, msg) -> None:
+        now = now_sec(self.node)
+        try:
+            self.cache.update(index, msg, now)
+        except VlaRosError as exc:
+            self.errors += 1
+            self.last_error = str(exc)
+            self.node.get_logger().error(str(exc), throttle_duration_sec=self._error_period)
+            return
+        if self._on_update is not None:
+            source, joints = self.cache.sources[index]
+            self._on_update(joints, self.cache.positions[self.cache.robot.indices(joints)], now)
+
+    def fresh(self, now: float, timeout: float) -> bool:
+        return self.cache.fresh(now, timeout)
+
+    def stale_reason(self, now: float, timeout: float) -> str:
+        joint = self.cache.stale_joint(now, timeout)
+        if joint is None:
+            return ""
+        age = now - self.cache.received[self.cache.robot.joint_names.index(joint)]
+        source = next((s.topic for s, owned in self.cache.sources if joint in owned), "?")
+        what = "never received" if age == float("inf") else f"last update {age:.3f} s ago"
+        return f"{source}: joint {joint!r} {what} (timeout {timeout:g} s)"

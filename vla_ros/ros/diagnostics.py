@@ -1,0 +1,33 @@
+"""diagnostic_msgs/DiagnosticArray from plain status dicts (one DiagnosticStatus per component)."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+from vla_ros.ros.messages import sec_to_stamp
+
+OK, WARN, ERROR, STALE = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR, DiagnosticStatus.STALE
+
+
+def status(name: str, level: int, message: str, values: Mapping[str, object], hardware_id: str = "") -> DiagnosticStatus:
+    msg = DiagnosticStatus(name=name, level=level, message=message, hardware_id=hardware_id)
+    msg.values = [KeyValue(key=str(k), value=_text(v)) for k, v in values.items()]
+    return msg
+
+
+def array(statuses: list[DiagnosticStatus], t: float) -> DiagnosticArray:
+    msg = DiagnosticArray(status=statuses)
+    sec_to_stamp(t, msg.header.stamp)
+    return msg
+
+
+def values_of(msg: DiagnosticStatus) -> dict[str, str]:
+    return {kv.key: kv.value for kv in msg.values}
+
+
+def _text(v: object) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)

@@ -1,0 +1,114 @@
+"""sim_node: a simulated robot that looks like the real drivers from the outside, a thin shell over core.sim.
+
+- obeys the robot's controller topics with their configured (or overridden) message types, through the same
+  controller adapters the safety node publishes with, and feeds the set-points to a JointTracker;
+- publishes every joint_states source of the robot config with the driver's names (source prefix stripped, e.g.
+  ALOHA's /follower_left/joint_states carries `waist`, not `follower_left/waist`);
+- renders every configured camera with core.sim.SimScene (MuJoCo) and publishes rgb8 frames stamped with the
+  render time.
+All times are the node's clock (sim time works).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+import numpy as np
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+
+from vla_ros.core.errors import VlaRosError
+from vla_ros.core.sim.scene import SimScene
+from vla_ros.core.sim.tracker import JointTracker, TrackerConfig
+from vla_ros.ros import params, qos
+from vla_ros.ros.base import now_sec
+from vla_ros.ros.controllers import make_adapters, subscribe_controller
+from vla_ros.ros.messages import fill_image, fill_joint_state, source_joints
+
+PARAMETERS = {
+    "joint_state_rate_hz": 100.0,
+    "camera_rate_hz": 10.0,
+    "target_xyz": [0.0],  # the red target's centre in the base frame; [0.0] (no triple) = sampled from `seed`
+    "seed": 0,
+    "time_constant": TrackerConfig.time_constant,
+    "delay": TrackerConfig.delay,
+}
+
+
+class SimNode(Node):
+    def __init__(self, *, robot=None, **node_kwargs):
+        super().__init__("sim_node", **node_kwargs)
+        params.declare(self, PARAMETERS)
+        self.robot = robot or params.robot_from_params(self)
+        self.tracker = JointTracker(self.robot, TrackerConfig(time_constant=params.value(self, "time_constant"),
+                                                              delay=params.value(self, "delay")))
+        target = list(params.value(self, "target_xyz"))
+        self.scene = SimScene(self.robot, target_xyz=target if len(target) == 3 else None, seed=params.value(self, "seed"))
+        self.q = self.robot.home.copy()
+        self.commands_received = 0
+        self.command_errors = 0
+
+        self.adapters = make_adapters(self.robot, params.value(self, "controller_interface_override"))
+        for adapter in self.adapters:
+            subscribe_controller(self, adapter, qos.COMMAND, self._on_command)
+        # Real drivers publish reliable joint states; a best-effort subscriber matches either.
+        self.joint_publishers = [
+            (self.create_publisher(JointState, source.topic, qos.COMMAND), source, joints, self.robot.indices(joints))
+            for source, joints in source_joints(self.robot)
+        ]
+        self.camera_publishers = [(self.create_publisher(Image, c.topic, qos.SENSOR), c) for c in self.robot.cameras]
+        self.create_timer(1.0 / params.value(self, "joint_state_rate_hz"), self._publish_joint_states)
+        # Rendering (25 ms per 640x480 frame, 4 cameras on ALOHA) runs in its own thread, the only user of the
+        # MuJoCo scene, so it never delays joint_states; the executor keeps commands and the tracker serialised.
+        self._camera_period = 1.0 / params.value(self, "camera_rate_hz")
+        self._stop = threading.Event()
+        self._renderer = threading.Thread(target=self._render_loop, name="sim-render", daemon=True)
+        self._renderer.start()
+
+    def _on_command(self, targets: dict[str, float]) -> None:
+        if not targets:
+            return
+        try:
+            self.tracker.command(list(targets.values()), now_sec(self), self.robot.indices(list(targets)))
+            self.commands_received += 1
+        except VlaRosError as exc:
+            self.command_errors += 1
+            self.get_logger().error(f"command refused: {exc}", throttle_duration_sec=2.0)
+
+    def _publish_joint_states(self) -> None:
+        now = now_sec(self)
+        q, qd = self.tracker.step(now)
+        self.q = q
+        for publisher, source, joints, index in self.joint_publishers:
+            names = [j[len(source.prefix):] for j in joints]
+            publisher.publish(fill_joint_state(JointState(), names, q[index], now, qd[index]))
+
+    def _render_loop(self) -> None:
+        next_frame = time.monotonic()
+        while not self._stop.wait(max(0.0, next_frame - time.monotonic())):
+            next_frame += self._camera_period
+            self.scene.set_joint_positions(self.q)
+            for publisher, camera in self.camera_publishers:
+                pixels = self.scene.render(camera.name)
+                publisher.publish(fill_image(Image(), "rgb8", pixels, now_sec(self), f"{camera.name}_optical_frame"))
+        self.scene.close()  # GL contexts are released by the thread that made them
+
+    def distance_to_target(self) -> float:
+        return self.scene.ee_distance_to_target(np.asarray(self.q))
+
+    def destroy_node(self):
+        self._stop.set()
+        self._renderer.join(timeout=5.0)
+        return super().destroy_node()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vla_ros.ros.bringup import run_single_node
+
+    return run_single_node(SimNode, sys.argv if argv is None else argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
