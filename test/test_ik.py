@@ -450,3 +450,23 @@ def test_a_users_own_robot_works_without_code(tmp_path):
     rng = np.random.default_rng(2)
     goal, start = model.random_configurations(2, rng)
     assert DifferentialIK(model).solve(start, {"main": model.fk(goal, "flange_tool")}).reached
+
+
+def test_steps_follow_the_previous_command_of_a_lagging_arm_and_reanchor_when_it_diverges():
+    model = robot("franka")
+    arm = model.arms[0]
+    cfg = IKConfig()
+    ik = DifferentialIK(model, cfg)
+    q = model.home.copy()
+    ik.reset(q)
+    dt = 0.02
+    commanded = q.copy()
+    for _ in range(10):  # the arm never moves (a huge lag): commands still advance at the requested 0.1 m/s
+        commanded = ik.step(q, {"arm": delta([0.002, 0.0, 0.0])}, dt).q_target
+    moved = model.fk(commanded, arm.ee_frame_id).translation[0] - model.fk(q, arm.ee_frame_id).translation[0]
+    assert moved == pytest.approx(0.02, abs=1e-3)
+    # Once the measured arm is further than max_command_divergence from the command, steps restart from it.
+    far = q.copy()
+    far[arm.index[0]] += cfg.max_command_divergence + 0.05
+    result = ik.step(far, {}, dt)
+    assert np.all(np.abs(result.q_target - far)[arm.index] <= model.limits.velocity[arm.index] * dt + 1e-12)

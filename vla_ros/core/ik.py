@@ -139,6 +139,11 @@ class IKConfig:
     # exceed one policy step's delta (Bridge q99: 0.04 m, 0.2 rad), and how long a reversal takes to bite.
     max_target_lead_linear: float = 0.05
     max_target_lead_angular: float = 0.25
+    # Steps start from the previous joint command, not the measured state: a position-controlled arm lags its
+    # command, and stepping from the lagging measurement caps the arm's speed at (step bound / lag) while the
+    # integrated target runs ahead and overshoots. Once the measured arm is further than this (rad or m, any arm
+    # joint) from the previous command — blocked, or re-anchored elsewhere — the step re-starts from the measurement.
+    max_command_divergence: float = 0.2
     # --- solve (absolute targets) ---
     max_iterations: int = 500  # total budget over all attempts, per arm
     attempt_iterations: int = 30  # an attempt that has not converged by then restarts
@@ -154,7 +159,8 @@ class IKConfig:
 
     def __post_init__(self):
         for name in ("position_tolerance", "rotation_tolerance", "damping", "singular_threshold", "velocity_scale",
-                     "max_target_lead_linear", "max_target_lead_angular", "max_joint_step", "seed_rotation_weight"):
+                     "max_target_lead_linear", "max_target_lead_angular", "max_command_divergence", "max_joint_step",
+                     "seed_rotation_weight"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"IKConfig.{name}: must be > 0, got {getattr(self, name)!r}")
         for name in ("singular_damping", "posture_gain", "error_damping", "solve_posture_weight"):
@@ -252,6 +258,7 @@ class DifferentialIK:
         self._targets = {name: self.robot.fk(q, arm.frame_id, self._data) for name, arm in self._arms.items()}
         self._target_from_delta = {name: False for name in self._arms}
         self._gripper_targets = {name: float(q[arm.gripper.index]) for name, arm in self._arms.items() if arm.gripper}
+        self._last_command = q.copy()
 
     @property
     def targets(self) -> dict[str, pin.SE3]:
@@ -263,7 +270,8 @@ class DifferentialIK:
     # --- streaming ----------------------------------------------------------------------------------------------
 
     def step(self, q_measured: np.ndarray, commands: Mapping[str, EECommand], dt: float) -> IKResult:
-        """Apply `commands` to the stored targets, then one bounded DLS step per arm from `q_measured`.
+        """Apply `commands` to the stored targets, then one bounded DLS step per arm from the previous joint command
+        (from `q_measured` where the arm is more than `max_command_divergence` away from that command).
 
         Arms without a command keep tracking their stored target. Gripper targets move toward the commanded opening
         at the gripper joint's velocity limit from the previous gripper target (not the measured one, so a gripper
@@ -286,7 +294,10 @@ class DifferentialIK:
             if command is not None:
                 self._apply_command(arm, command)
             self._step_gripper(arm, None if command is None else command.gripper, dt, q_target)
-            statuses[name] = self._step_arm(arm, q_measured, q_target, dt)
+            diverged = np.abs(self._last_command[arm.cols] - q_measured[arm.cols]).max() > self.config.max_command_divergence
+            q_from = q_measured if diverged else self._last_command
+            statuses[name] = self._step_arm(arm, q_from, q_target, dt)
+        self._last_command = q_target.copy()
         return IKResult(q_target, statuses, len(self._arms))
 
     def _apply_command(self, arm: _Arm, command: EECommand) -> None:
@@ -313,10 +324,10 @@ class DifferentialIK:
             self._gripper_targets[arm.name] = new
         q_target[arm.gripper.index] = self._gripper_targets[arm.name]
 
-    def _step_arm(self, arm: _Arm, q_measured: np.ndarray, q_target: np.ndarray, dt: float) -> ArmIKStatus:
+    def _step_arm(self, arm: _Arm, q_from: np.ndarray, q_target: np.ndarray, dt: float) -> ArmIKStatus:
         cfg, model, data = self.config, self._model, self._data
         target_world = self._world(self._targets[arm.name])
-        pin.computeJointJacobians(model, data, q_measured)  # forward kinematics and joint Jacobians in one call
+        pin.computeJointJacobians(model, data, q_from)  # forward kinematics and joint Jacobians in one call
         delta = pin.updateFramePlacement(model, data, arm.frame_id).actInv(target_world)
         error = np.concatenate((delta.translation, pin.log3(delta.rotation)))
         # Ask for at most the arm's EE speed this tick: the EE then heads straight for a far target, and the
@@ -331,7 +342,7 @@ class DifferentialIK:
         damping = cfg.damping
         if sigma_min_sq < threshold_sq:
             damping += cfg.singular_damping * (1.0 - sigma_min_sq / threshold_sq)
-        q_arm = q_measured[arm.cols]
+        q_arm = q_from[arm.cols]
         # Only a redundant arm has a null space for the posture pull; on a 6-joint arm it would only fight the task.
         posture = cfg.posture_gain * dt * (arm.home - q_arm) if cfg.posture_gain and arm.size > 6 else None
         dq, pinned = _dls_within_limits(jac, request, posture, damping, q_arm, arm.lower, arm.upper)
@@ -345,7 +356,7 @@ class DifferentialIK:
         peak = float((np.abs(dq) / bound).max())
         if peak > 1.0:
             dq /= peak
-        # Clipped into the position limits, then the velocity bound, which wins if q_measured is off-limits.
+        # Clipped into the position limits, then the velocity bound, which wins if q_from is off-limits.
         q_new = (q_arm + dq).clip(arm.lower, arm.upper).clip(q_arm - bound, q_arm + bound)
         q_target[arm.cols] = q_new
 

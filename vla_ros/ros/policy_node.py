@@ -109,6 +109,12 @@ class PolicyNode(Node):
         self._stale = True
         self.stale_ticks = 0
         self.published = 0
+        # Camera -> command latency: the executor numbers accepted chunks 0, 1, 2, ... in acceptance order, so
+        # chunk id k answered the observation stamped accepted_stamps[k]; `adoptions` records (tick time, that
+        # stamp) the first time a chunk drives a command.
+        self.accepted_stamps: list[float] = []
+        self.adoptions: list[tuple[float, float]] = []
+        self._adopted_id = -1
         self.last_hold = "startup"
         self.create_timer(self.control_dt, self._tick)
         self.create_timer(params.value(self, "diagnostics_period"), self._publish_diagnostics)
@@ -173,6 +179,7 @@ class PolicyNode(Node):
             for result in self.worker.poll():
                 if result.chunk is not None:
                     if self.chunks.submit(result.chunk, now):
+                        self.accepted_stamps.append(result.chunk.stamp)
                         self._publish_markers(result.chunk, now)
                     else:
                         self.get_logger().error(self.chunks.stats().last_rejection or "chunk rejected",
@@ -189,6 +196,10 @@ class PolicyNode(Node):
                     self.worker.request(observation, prefix)
             if tick.action is not None:
                 self._publish_action(tick.action, now)
+                newest = max(tick.sources, default=-1)
+                if newest > self._adopted_id:
+                    self._adopted_id = newest
+                    self.adoptions.append((now, self.accepted_stamps[newest]))
 
     def _publish_action(self, action: np.ndarray, now: float) -> None:
         try:

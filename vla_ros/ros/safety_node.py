@@ -12,6 +12,7 @@ Every intervention is counted and published on /diagnostics with the filter stat
 from __future__ import annotations
 
 import sys
+from collections import deque
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
@@ -56,6 +57,8 @@ class SafetyNode(Node):
         self._last_call = -float("inf")  # node time of the last filter call
         self.state = "not_ready"  # SafeCommand.state of the last command
         self.counts = {"commands": 0, "targets": 0, "stale_targets": 0}
+        # The last minute of sent commands (SafeCommand, with stamps and segments) for independent re-checks.
+        self.sent: deque = deque(maxlen=int(60 * self.robot.control_rate_hz))
         self.last_error = ""
         # Restarted by every target, so it fires only once targets stop (no wake-ups competing with the target path);
         # 1.5 periods so a target with ordinary jitter is never preceded by a spurious hold command. While holding,
@@ -100,6 +103,7 @@ class SafetyNode(Node):
             for port in self.ports:
                 port.send(command.positions)
             self.counts["commands"] += 1
+            self.sent.append(command)
 
     def _error(self, message: str) -> None:
         self.last_error = message

@@ -52,6 +52,9 @@ def find_blob(image: np.ndarray, hsv_ranges: Sequence[tuple[Sequence[int], Seque
     return Blob(float(u), float(v), area)
 
 
+OCCLUDED_FRACTION = 0.5  # a blob smaller than this share of the largest seen is taken as partly hidden
+
+
 @dataclass(frozen=True)
 class PinholeCamera:
     """A robot-config camera: centred principal point, square pixels, vertical field of view, optical frame
@@ -157,6 +160,11 @@ class ColourTargetServo:
         self.max_speed = min(max_speed, self.arm.max_ee_linear_speed)
         self.max_accel, self.gain = max_accel, gain
         self._data = robot.new_data()
+        # Target memory: near the goal the gripper hides part or all of the target. A partial view moves the blob
+        # centroid (a wrong target) and no view stops the servo while the IK's integrated delta target may still be
+        # ahead of the arm; so a view much smaller than the best one seen keeps the last full-view estimate.
+        self._memory: np.ndarray | None = None
+        self._best_area = 0
         has_gripper = any(a.gripper is not None for a in robot.arms)
         space = ActionSpace(kind="ee_delta", arms=tuple(arm_names), frame="base", rotation="rpy",
                             gripper=GripperConvention(1.0, 0.0) if has_gripper else None)
@@ -181,14 +189,18 @@ class ColourTargetServo:
         return q, dq
 
     def target(self, image: np.ndarray, q: np.ndarray) -> tuple[Blob | None, np.ndarray | None]:
-        """The blob and its back-projection onto the plane z = target_z (base frame), if visible."""
+        """The blob and its back-projection onto the plane z = target_z (base frame), if visible; while the view
+        is occluded (no blob, or under OCCLUDED_FRACTION of the largest seen), the last full-view estimate."""
         blob = find_blob(image, self.hsv_ranges, self.min_area_px)
-        if blob is None:
-            return None, None
+        if blob is None or blob.area_px < OCCLUDED_FRACTION * self._best_area:
+            return blob, None if self._memory is None else self._memory.copy()
         origin, rotation = self.camera.pose_in_base(self.robot, q, self._data)
         height, width = image.shape[:2]
         direction = rotation @ self.camera.ray(blob.u, blob.v, width, height)
-        return blob, intersect_plane_z(origin, direction, self.target_z)
+        estimate = intersect_plane_z(origin, direction, self.target_z)
+        if estimate is not None:
+            self._memory, self._best_area = estimate, max(self._best_area, blob.area_px)
+        return blob, estimate
 
     def infer(self, observation: Observation) -> ActionChunk:
         meta = self.metadata

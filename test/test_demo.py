@@ -1,0 +1,32 @@
+"""`vla-ros demo` end to end, shortened, on every robot: sim -> baseline -> executor -> IK -> safety -> sim."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vla_ros.core.demo_report import SUMMARY_KEYS
+
+
+@pytest.mark.parametrize("robot", ["franka", "widowx", "ur5", "aloha"])
+def test_demo_reaches_the_target_without_violations(robot, tmp_path, ros_domain_id):
+    summary_path = tmp_path / "summary.json"
+    env = dict(os.environ, ROS_DOMAIN_ID=str(ros_domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    exe = Path(sys.executable).with_name("vla-ros")
+    done = subprocess.run([str(exe), "demo", "--robot", robot, "--duration", "9", "--out", str(tmp_path / "out"),
+                           "--summary", str(summary_path), "--frames", "2"],
+                          env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads(summary_path.read_text())
+    assert set(SUMMARY_KEYS) <= set(summary)
+    assert summary["target_reached"] and summary["final_distance_m"] <= 0.02
+    assert summary["violations"] == 0 and summary["checked_commands"] > 100
+    assert summary["ticks"] > 300  # ~50 Hz for 9 s
+    assert summary["latency_p50_ms"] is not None and 0 < summary["latency_p50_ms"] < summary["latency_p99_ms"] + 1e-9
+    assert isinstance(summary["interventions"], dict)
+    for name in ("joints.png", "frame_0.png", "frame_1.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 10_000
+    assert "target REACHED" in done.stdout

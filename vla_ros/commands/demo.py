@@ -1,0 +1,171 @@
+"""`vla-ros demo [--robot R] [--duration S] [--summary OUT.json] [--out DIR]`: the whole chain on a simulated robot.
+
+sim_node (MuJoCo cameras + a joint tracker, obeying the robot's real controller topics) -> policy_node (the
+colour-target servo baseline, a classical controller, not a VLA) -> action-chunk executor -> ik_node ->
+safety_node -> controller topics -> sim_node, in one process over real rclpy / Fast DDS on loopback. Prints a
+summary and writes a joints plot, camera frames with the predicted chunk drawn on them, and summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from vla_ros.core.errors import ConfigError
+
+REACH_THRESHOLD = 0.02  # m: the task check, EE within 2 cm of the target's centre
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--robot", default="franka", help="franka (default), widowx, ur5, aloha, or a robot YAML")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds to run (default 20)")
+    parser.add_argument("--out", type=Path, help="output directory (default out/demo-<robot>)")
+    parser.add_argument("--summary", type=Path, help="also write the summary JSON here")
+    parser.add_argument("--seed", type=int, default=0, help="where the simulated target is placed")
+    parser.add_argument("--frames", type=int, default=4, help="camera frames to save with the chunk drawn on them")
+
+
+def _controller_override(robot) -> str:
+    """Float64MultiArray on the configured topics when a controller's message package is not importable here."""
+    from vla_ros.ros.controllers import ControllerInterfaceError, make_adapters
+
+    try:
+        make_adapters(robot)
+        return ""
+    except ControllerInterfaceError as exc:
+        print(f"note: {exc}\n      -> the demo publishes std_msgs/Float64MultiArray on the configured topics instead")
+        return "float64_multi_array"
+
+
+def _baseline(robot):
+    """The baseline policy, told the height of the simulated target's centre and asked to reach it."""
+    from vla_ros.core.config import load_yaml
+    from vla_ros.core.policies import make_policy, resolve_policy_config
+    from vla_ros.core.sim.placement import target_height
+    from vla_ros.core.sim.scene import TARGET_RADIUS
+
+    path = resolve_policy_config("baseline")
+    config = load_yaml(path)
+    config["target_z"] = target_height(robot.arms[0], 0.0, TARGET_RADIUS)
+    config["approach_height"] = 0.01  # 1 cm above the centre: inside the 2 cm check, clear of the workspace floor
+    return make_policy(config, robot, source=path)
+
+
+def _spin(node, context) -> tuple:
+    from rclpy.executors import SingleThreadedExecutor
+
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    thread = threading.Thread(target=executor.spin, name="spin-demo_recorder", daemon=True)
+    thread.start()
+    return executor, thread
+
+
+def main(args: argparse.Namespace) -> int:
+    if not args.duration > 0:
+        raise ConfigError("--duration", "", f"expected a positive number of seconds, got {args.duration}")
+    from vla_ros.bench.safety import LimitChecker
+    from vla_ros.core import demo_report
+    from vla_ros.core.robot import load_robot
+    from vla_ros.ros import params
+    from vla_ros.ros.bringup import start_graph, summary
+    from vla_ros.ros.controllers import make_adapters
+    from vla_ros.ros.recorder import DemoRecorder
+
+    robot = load_robot(args.robot)
+    out = args.out or Path("out") / f"demo-{robot.name}"
+    out.mkdir(parents=True, exist_ok=True)
+    override = _controller_override(robot)
+    policy = _baseline(robot)
+    graph = start_graph(args.robot, "baseline", sim=True, controller_interface=override, policy_object=policy,
+                        overrides={"seed": args.seed})
+    recorder = DemoRecorder(robot, make_adapters(robot, override), params.value(graph.policy, "markers_topic"),
+                            snapshot_period=args.duration / (args.frames + 1), context=graph.context)
+    spinner = _spin(recorder, graph.context)
+    target = graph.sim.scene.target_position()
+    arm = robot.arm(graph.sim.scene.target_arm)
+    data = robot.new_data()
+    print(f"demo: {robot.name} reaching for the red target at {np.round(target, 3).tolist()} for {args.duration:g} s")
+    started = time.monotonic()
+    distances = []
+    try:
+        while (elapsed := time.monotonic() - started) < args.duration:
+            time.sleep(0.25)
+            q = np.asarray(graph.sim.q)
+            distances.append(float(np.linalg.norm(robot.fk(q, arm.ee_frame_id, data).translation - target)))
+            if len(distances) % 20 == 0:
+                print(f"  t={elapsed:5.1f} s  EE {distances[-1] * 100:5.1f} cm from the target, "
+                      f"{graph.policy.chunks.stats().ticks} ticks")
+    except KeyboardInterrupt:
+        pass
+    duration = time.monotonic() - started
+    run = summary(graph, duration)
+    final_distance = graph.sim.distance_to_target()
+    adoptions = list(graph.policy.adoptions)
+    sent = list(graph.safety.sent)
+    checker_config = graph.safety.filter.config
+    spinner[0].shutdown(timeout_sec=2.0)
+    graph.shutdown()
+    recorder.destroy_node()
+
+    checker = LimitChecker(robot, checker_config)
+    violations = sum(len(checker.check(command)) for command in sent)
+    command_times, command_q = recorder.command_log()
+    latencies = demo_report.camera_to_command_latencies(adoptions, command_times)
+    start = command_times[0] if len(command_times) else 0.0
+    outputs = []
+    if len(command_times) and recorder.measured:
+        mt, mq = zip(*recorder.measured)
+        outputs.append(demo_report.plot_commanded_vs_measured(out / "joints.png", robot, (command_times, command_q),
+                                                              (np.array(mt), np.array(mq)), start))
+    outputs += _save_frames(out, robot, recorder, target, demo_report)
+    result = {
+        "robot": robot.name,
+        "policy": policy.metadata.name,
+        "duration_s": round(duration, 2),
+        "ticks": run["policy_node"]["executor"]["ticks"],
+        "commands": len(command_times),
+        "command_rate_hz": recorder.arm_commands / duration,
+        "controller_topics": [a.topic for a in make_adapters(robot, override)],
+        "controller_interface_override": override or None,
+        "latency_p50_ms": demo_report.percentile_ms(latencies, 50),
+        "latency_p99_ms": demo_report.percentile_ms(latencies, 99),
+        "latency_chunks": len(latencies),
+        "interventions": run["safety_node"]["interventions"],
+        "checked_commands": len(sent),
+        "violations": violations,
+        "target": np.round(target, 4).tolist(),
+        "final_distance_m": round(final_distance, 4),
+        "min_distance_m": round(min(distances + [final_distance]), 4),
+        "reach_threshold_m": REACH_THRESHOLD,
+        "target_reached": bool(final_distance <= REACH_THRESHOLD),
+        "graph": run,
+    }
+    summary_path = out / "summary.json"
+    result["outputs"] = [str(p) for p in [*outputs, summary_path]]
+    text = json.dumps(result, indent=2, default=str) + "\n"
+    summary_path.write_text(text)
+    if args.summary:
+        args.summary.parent.mkdir(parents=True, exist_ok=True)
+        args.summary.write_text(text)
+    print(demo_report.format_summary(result))
+    return 0 if result["target_reached"] and violations == 0 else 1
+
+
+def _save_frames(out: Path, robot, recorder, target, demo_report) -> list[Path]:
+    import cv2
+
+    paths = []
+    measured = recorder.measured
+    for k, (stamp, pixels, chunk_paths) in enumerate(recorder.snapshots):
+        q = min(measured, key=lambda m: abs(m[0] - stamp))[1] if measured else robot.home
+        image = demo_report.draw_chunk_on_frame(pixels, robot, recorder.camera, q, chunk_paths, target)
+        path = out / f"frame_{k}.png"
+        cv2.imwrite(str(path), image[..., ::-1])
+        paths.append(path)
+    return paths

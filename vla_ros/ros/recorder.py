@@ -1,0 +1,77 @@
+"""demo_recorder: listens to a running graph from the outside, as a user's rosbag would, for the demo's summary.
+
+Records what reached the robot's controller topics (through the same controller adapters the sim obeys), the
+measured joint state, the primary camera and the policy's predicted chunk (markers), all on this node's clock.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+from visualization_msgs.msg import Marker, MarkerArray
+
+from vla_ros.core.robot import RobotModel
+from vla_ros.ros import qos
+from vla_ros.ros.base import JointStateInput, now_sec
+from vla_ros.ros.controllers import ControllerAdapter, subscribe_controller
+from vla_ros.ros.messages import image_from_msg
+
+CHUNK_NAMESPACE = "vla_ros/chunk/"
+
+
+class DemoRecorder(Node):
+    def __init__(self, robot: RobotModel, adapters: list[ControllerAdapter], markers_topic: str, snapshot_period: float,
+                 **node_kwargs):
+        super().__init__("demo_recorder", **node_kwargs)
+        self.robot = robot
+        self.states = JointStateInput(self, robot)
+        self._lock = threading.Lock()
+        self._q_command = robot.home.copy()
+        self.commands: list[tuple[float, np.ndarray]] = []  # (receipt time, full commanded q)
+        self.measured: list[tuple[float, np.ndarray]] = []
+        self.snapshots: list[tuple[float, np.ndarray, dict[str, np.ndarray]]] = []  # (stamp, rgb, chunk paths)
+        self._paths: dict[str, np.ndarray] = {}
+        self._frame: tuple[float, np.ndarray] | None = None
+        self.arm_commands = 0  # messages on the first controller topic (the arm's)
+        for k, adapter in enumerate(adapters):
+            subscribe_controller(self, adapter, qos.COMMAND, lambda targets, first=k == 0: self._on_command(targets, first))
+        camera = robot.cameras[0]
+        self.camera = camera
+        self.create_subscription(Image, camera.topic, self._on_image, qos.SENSOR)
+        self.create_subscription(MarkerArray, markers_topic, self._on_markers, 1)
+        self.create_timer(1.0 / robot.control_rate_hz, self._sample_measured)
+        self.create_timer(snapshot_period, self._snapshot)
+
+    def _on_command(self, targets: dict[str, float], first: bool) -> None:
+        now = now_sec(self)
+        with self._lock:
+            self.arm_commands += first
+            self._q_command[self.robot.indices(list(targets))] = list(targets.values())
+            self.commands.append((now, self._q_command.copy()))
+
+    def _on_image(self, msg: Image) -> None:
+        self._frame = (msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec, image_from_msg(msg, self.camera))
+
+    def _on_markers(self, msg: MarkerArray) -> None:
+        for marker in msg.markers:
+            if marker.type == Marker.LINE_STRIP and marker.ns.startswith(CHUNK_NAMESPACE):
+                self._paths[marker.ns[len(CHUNK_NAMESPACE):]] = np.array([[p.x, p.y, p.z] for p in marker.points])
+
+    def _sample_measured(self) -> None:
+        if self.states.fresh(now_sec(self), 1.0):
+            self.measured.append((now_sec(self), self.states.cache.positions.copy()))
+
+    def _snapshot(self) -> None:
+        if self._frame is not None:
+            stamp, pixels = self._frame
+            self.snapshots.append((stamp, pixels, dict(self._paths)))
+
+    def command_log(self) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock:
+            if not self.commands:
+                return np.zeros(0), np.zeros((0, self.robot.nq))
+            times, qs = zip(*self.commands)
+        return np.array(times), np.array(qs)
