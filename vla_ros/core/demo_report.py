@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from vla_ros.core.plots import JointSeries, plot_joint_series
-from vla_ros.core.policies.baseline import PinholeCamera
+from vla_ros.core.camera import PinholeCamera
 from vla_ros.core.robot import CameraSpec, RobotModel
 
 SUMMARY_KEYS = ("ticks", "latency_p50_ms", "latency_p99_ms", "interventions", "target_reached")
