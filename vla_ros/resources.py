@@ -45,3 +45,22 @@ def robot_config_dir() -> Path:
 
 def policy_config_dir() -> Path:
     return share_dir() / "config" / "policies"
+
+
+def builtin_names(directory: Path) -> list[str]:
+    """The built-in configs of a kind: the YAML stems in its config directory."""
+    return sorted(p.stem for p in directory.glob("*.yaml"))
+
+
+def resolve_config(name_or_path: str | Path, directory: Path, kind: str) -> Path:
+    """A built-in name (`directory`/<name>.yaml) or a path to a YAML -> the YAML path; ConfigError if neither."""
+    from vla_ros.core.errors import ConfigError
+
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists() or "/" in str(name_or_path):
+        return candidate
+    path = directory / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise ConfigError(name_or_path, "", f"unknown {kind}; expected a built-in "
+                                            f"({', '.join(builtin_names(directory))}) or a YAML path")
+    return path

@@ -449,22 +449,16 @@ class RobotModel:
 
 
 def builtin_robot_names() -> list[str]:
-    from vla_ros.resources import robot_config_dir
+    from vla_ros.resources import builtin_names, robot_config_dir
 
-    return sorted(p.stem for p in robot_config_dir().glob("*.yaml"))
+    return builtin_names(robot_config_dir())
 
 
 def resolve_robot_config(robot: str | Path) -> Path:
     """A built-in robot name or a path to a YAML -> the YAML path (ConfigError if neither)."""
-    candidate = Path(robot)
-    if candidate.suffix in (".yaml", ".yml") or candidate.exists() or "/" in str(robot):
-        return candidate
-    from vla_ros.resources import robot_config_dir
+    from vla_ros.resources import resolve_config, robot_config_dir
 
-    path = robot_config_dir() / f"{robot}.yaml"
-    if not path.is_file():
-        raise ConfigError(robot, "", f"unknown robot; expected a built-in ({', '.join(builtin_robot_names())}) or a YAML path")
-    return path
+    return resolve_config(robot, robot_config_dir(), "robot")
 
 
 def load_robot(robot: str | Path, urdf: Path | None = None) -> RobotModel:

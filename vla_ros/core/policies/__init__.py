@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Mapping
 
 from vla_ros.core.config import Section, load_yaml
-from vla_ros.core.errors import ConfigError
 from vla_ros.core.policies.errors import ObservationError, PlaybackExhaustedError, PolicyServerError, \
     PolicyUnavailableError
 from vla_ros.core.types import Policy
@@ -33,23 +32,16 @@ __all__ = [
 
 
 def builtin_policy_names() -> list[str]:
-    from vla_ros.resources import policy_config_dir
+    from vla_ros.resources import builtin_names, policy_config_dir
 
-    return sorted(p.stem for p in policy_config_dir().glob("*.yaml"))
+    return builtin_names(policy_config_dir())
 
 
 def resolve_policy_config(policy: str | Path) -> Path:
     """A built-in policy name (config/policies/<name>.yaml) or a path to a YAML -> the YAML path."""
-    candidate = Path(policy)
-    if candidate.suffix in (".yaml", ".yml") or candidate.exists() or "/" in str(policy):
-        return candidate
-    from vla_ros.resources import policy_config_dir
+    from vla_ros.resources import policy_config_dir, resolve_config
 
-    path = policy_config_dir() / f"{policy}.yaml"
-    if not path.is_file():
-        raise ConfigError(policy, "", f"unknown policy; expected a built-in ({', '.join(builtin_policy_names())}) "
-                                      f"or a YAML path")
-    return path
+    return resolve_config(policy, policy_config_dir(), "policy")
 
 
 def make_policy(config: Mapping | str | Path, robot=None, *, source: str | Path = "<policy config>") -> Policy:
