@@ -150,6 +150,7 @@ BAD_CONFIGS = [
     ("arms[0].workspace.min", [2.0, 0.0, 0.0], "arms[0].workspace.min", "below max"),
     ("urdf", "missing.urdf", "missing.urdf", "not found"),
     ("colour", "red", "colour", "unknown key"),
+    ("controllers[0].command_range", {"open": 1.0, "closed": 0.0}, "controllers[0].command_range", "one gripper joint"),
 ]
 
 

@@ -92,6 +92,17 @@ class ControllerSpec:
     prefix: str = ""
     command_name: str = ""
     command_range: tuple[float, float] | None = None  # (open, closed) in command units, gripper controllers
+    gripper: GripperSpec | None = None  # the gripper a `command_range` controller drives
+
+    def command_value(self, joint_value: float) -> float:
+        """Gripper joint value -> this controller's command units (linear in the opening)."""
+        opened, closed = self.command_range
+        return closed + self.gripper.opening(joint_value) * (opened - closed)
+
+    def joint_value(self, command_value: float) -> float:
+        """Inverse of command_value (clipped to the gripper's open / closed range)."""
+        opened, closed = self.command_range
+        return self.gripper.to_joint((float(command_value) - closed) / (opened - closed))
 
 
 @dataclass(frozen=True)
@@ -358,13 +369,18 @@ class RobotModel:
         for joint in joints:
             if joint not in self._index:
                 raise ctl.error("joints", f"joint {joint!r} is not a commanded joint of this robot")
-        command_range = None
+        command_range = gripper = None
         if ctl.has("command_range"):
             r = ctl.section("command_range")
             command_range = (r.float("open"), r.float("closed"))
+            if command_range[0] == command_range[1]:
+                raise r.error("open", "open and closed must differ")
+            gripper = next((a.gripper for a in self.arms if a.gripper and joints == (a.gripper.joint,)), None)
+            if gripper is None:
+                raise ctl.error("command_range", f"only for a controller of one gripper joint; joints are {list(joints)}")
         return ControllerSpec(
             ctl.str("name"), ctl.choice("interface", CONTROLLER_INTERFACES), ctl.str("topic"), joints,
-            ctl.str("prefix", ""), ctl.str("command_name", ""), command_range,
+            ctl.str("prefix", ""), ctl.str("command_name", ""), command_range, gripper,
         )
 
     def _check_controllers_cover_joints(self, cfg: Section) -> None:

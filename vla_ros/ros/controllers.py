@@ -28,7 +28,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from vla_ros.core.errors import VlaRosError
-from vla_ros.core.robot import ControllerSpec, GripperSpec, RobotModel
+from vla_ros.core.robot import ControllerSpec, RobotModel
 
 PACKAGE_BOUND = {
     # interface -> (module, class name, package to install)
@@ -70,7 +70,6 @@ class ControllerAdapter:
         self.topic = spec.topic.rstrip("/") + "/command" if overridden_action else spec.topic
         self.index = robot.indices(spec.joints)
         self.names = [j[len(spec.prefix):] if spec.prefix and j.startswith(spec.prefix) else j for j in spec.joints]
-        self.gripper: GripperSpec | None = self._gripper(robot, spec)
         if self.interface == "joint_trajectory":
             from trajectory_msgs.msg import JointTrajectory
 
@@ -84,34 +83,19 @@ class ControllerAdapter:
         if self.interface == "interbotix_joint_single" and len(spec.joints) != 1:
             raise ControllerInterfaceError(f"controller {spec.name!r}: interbotix_joint_single needs exactly one joint")
 
-    @staticmethod
-    def _gripper(robot: RobotModel, spec: ControllerSpec) -> GripperSpec | None:
-        if spec.command_range is None:
-            return None
-        for arm in robot.arms:
-            if arm.gripper is not None and spec.joints == (arm.gripper.joint,):
-                return arm.gripper
-        raise ControllerInterfaceError(
-            f"{robot.config_path}: controllers.{spec.name}.command_range is set but its joints {list(spec.joints)} "
-            "are not one arm's gripper joint"
-        )
-
     # --- q -> command units ------------------------------------------------------------------------------------
     def values(self, q: np.ndarray) -> np.ndarray:
         """The controller's command values for joint targets q (model order), in command units."""
         values = np.asarray(q, dtype=float)[self.index]
-        if self.gripper is not None:
-            opened, closed = self.spec.command_range
-            values = np.array([closed + self.gripper.opening(values[0]) * (opened - closed)])
+        if self.spec.command_range is not None:
+            values = np.array([self.spec.command_value(values[0])])
         return values
 
     def joint_values(self, command: np.ndarray) -> np.ndarray:
         """Inverse of `values`: command units -> joint values, in self.spec.joints order."""
         command = np.asarray(command, dtype=float)
-        if self.gripper is not None:
-            opened, closed = self.spec.command_range
-            opening = float(np.clip((command[0] - closed) / (opened - closed), 0.0, 1.0))
-            return np.array([self.gripper.to_joint(opening)])
+        if self.spec.command_range is not None:
+            return np.array([self.spec.joint_value(command[0])])
         return command
 
     # --- messages -------------------------------------------------------------------------------------------------

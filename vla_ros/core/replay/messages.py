@@ -121,7 +121,6 @@ class CommandReader:
         self.robot = robot
         self.controllers = {c.topic: c for c in (robot.controllers if controllers is None else controllers)}
         self._index = {name: i for i, name in enumerate(robot.joint_names)}
-        self._grippers = {arm.gripper.joint: arm.gripper for arm in robot.arms if arm.gripper}
 
     def read(self, topic: str, message) -> JointReading:
         controller = self.controllers[topic]
@@ -153,17 +152,6 @@ class CommandReader:
                                   f"topic {topic}: joint {unknown[0]!r} is not a joint of robot {self.robot.name}")
         if not np.all(np.isfinite(values)):
             raise UnusableMessage("command_not_finite", f"topic {topic}: non-finite command value")
-        if controller.command_range is not None:
-            values = self._command_units_to_joint(controller, names, values)
+        if controller.command_range is not None:  # a gripper commanded in its own units (e.g. Interbotix PWM)
+            values = np.array([controller.joint_value(v) for v in values])
         return JointReading(np.array([self._index[n] for n in names], dtype=int), values)
-
-    def _command_units_to_joint(self, controller: ControllerSpec, names: list[str], values: np.ndarray) -> np.ndarray:
-        """Gripper controllers commanded in their own units (e.g. Interbotix gripper motor angle) -> joint value."""
-        command_open, command_closed = controller.command_range
-        out = values.copy()
-        for i, name in enumerate(names):
-            gripper = self._grippers.get(name)
-            if gripper is not None:
-                opening = (values[i] - command_closed) / (command_open - command_closed)
-                out[i] = gripper.to_joint(opening)
-        return out
