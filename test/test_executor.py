@@ -8,12 +8,12 @@ import math
 import numpy as np
 import pytest
 import yaml
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vla_ros.core.config import Section, load_yaml
 from vla_ros.core.errors import ConfigError
-from vla_ros.core.executor import ActionAlgebra, ChunkExecutor, ExecutorConfig, blend_weight
+from vla_ros.core.executor import ActionAlgebra, ChunkExecutor, ExecutorConfig, blend_weight, percentile_95
 from vla_ros.core.rotations import from_matrix, to_matrix
 from vla_ros.core.types import ActionChunk, ActionSpace, GripperConvention, PolicyMetadata
 
@@ -208,6 +208,12 @@ def test_jerk_budget_lengthens_the_ramp_and_bounds_the_boundary_jerk():
     assert budgeted.boundary_jerk_ratio < 2.0 < fixed.boundary_jerk_ratio
 
 
+@settings(max_examples=200)
+@given(st.lists(st.floats(0.0, 1e9), min_size=1, max_size=80))
+def test_percentile_95_is_numpys_to_the_bit(values):
+    assert percentile_95(np.array(values)) == float(np.percentile(values, 95))
+
+
 def test_blend_weight_is_a_smooth_s_curve():
     s = np.linspace(0, 1, 401)
     w = np.array([blend_weight(x) for x in s])
@@ -217,6 +223,50 @@ def test_blend_weight_is_a_smooth_s_curve():
     assert velocity.max() == pytest.approx(2.0, abs=1e-3) and velocity[0] == pytest.approx(0, abs=1e-3)
     jerk = np.gradient(np.gradient(velocity, s), s)
     assert np.abs(jerk[5:-5]).max() == pytest.approx(32, rel=0.05)
+
+
+def test_overlapping_crossfades_sum_every_running_ramp():
+    """A chunk every third tick with 0.5 s ramps: up to nine ramps run at once. With constant chunks the command is
+    known in closed form: the newest chunk plus, for every running ramp k, (1 - w_k) * (previous chunk - chunk k)."""
+    space = joints(1)
+    ex = async_executor(space, horizon=10, rate=10.0, control_dt=0.02, blend_steps=5, blend_jerk_budget=0.0)
+    values = np.random.default_rng(7).normal(size=40)
+    ramps, commands, expected, k = [], [], [], 0  # ramps: (start on the motion clock, chunk before, chunk after)
+    ex.tick(0.0)
+    ex.submit(chunk(np.full(10, values[0]), 0.0, space, 0.1), now=0.0)
+    for n in range(1, 120):
+        now, tau = 0.02 * n, 0.02 * (n - 1)  # motion time: the robot started one tick late
+        result = ex.tick(now)
+        if n % 3 == 1 and n > 1:  # the chunk submitted last tick is handed over now
+            ramps.append((tau, values[k - 1], values[k]))
+        command = values[k] + sum((1 - blend_weight((tau - start) / 0.5)) * (before - after)
+                                  for start, before, after in ramps)
+        commands.append(result.action[0])
+        expected.append(command)
+        if n % 3 == 0:
+            k += 1
+            assert ex.submit(chunk(np.full(10, values[k]), now, space, 0.1), now=now)
+    assert commands == pytest.approx(expected, abs=1e-12)
+    stats = ex.stats()
+    assert stats.handovers == k == 39 and stats.blend_steps_mean == 5 and stats.rejected_chunks == {}
+
+
+def test_the_same_answer_again_is_a_repeat_not_a_rejection():
+    space = joints(1)
+    ex = async_executor(space, horizon=10)
+    ex.tick(0.0)
+    answer = chunk(np.arange(10.0), 0.0, space, 0.02)
+    assert ex.submit(answer, now=0.0)
+    assert [r.action[0] for r in run(ex, [0.02, 0.04])] == pytest.approx([0, 1])
+    assert ex.submit(chunk(np.arange(10.0), 0.0, space, 0.02), now=0.05)  # e.g. playback, asked again
+    assert [r.action[0] for r in run(ex, [0.06, 0.08])] == pytest.approx([2, 3])  # nothing changed
+    assert not ex.submit(chunk(np.arange(10.0) + 1, 0.0, space, 0.02), now=0.09)  # same stamp, other actions
+    stats = ex.stats()
+    assert (stats.accepted_chunks, stats.repeated_chunks, stats.handovers) == (1, 1, 0)
+    assert stats.rejected_chunks == {"out_of_order": 1}
+    ex.reset(0.1)
+    assert not ex.submit(answer, now=0.1)  # after a reset even the same answer is superseded
+    assert ex.stats().rejected_chunks == {"out_of_order": 2}
 
 
 def test_disagreement_between_overlapping_chunks_is_measured():

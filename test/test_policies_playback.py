@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from vla_ros.core.errors import ConfigError
+from vla_ros.core.executor import ChunkExecutor, ExecutorConfig
 from vla_ros.core.policies import PlaybackExhaustedError, make_policy
 from vla_ros.core.policies.playback import PlaybackPolicy
 from vla_ros.core.types import ActionSpace, Observation
@@ -32,8 +35,9 @@ def test_chunks_are_the_recorded_actions_on_their_recorded_times():
     assert chunk.stamp == times[5] and chunk.dt == pytest.approx(0.02)
     np.testing.assert_allclose(chunk.times(), times[5:13], atol=1e-9)
     assert chunk.info["index"] == 5 and chunk.info["times"] == times[5:13].tolist()
-    # an observation between two recorded actions gets the next one onward
-    assert policy.infer(obs(times[5] + 0.005)).info["index"] == 6
+    # an observation between two recorded actions gets the one in force, stamped no later than the observation
+    between = policy.infer(obs(times[5] + 0.015))
+    assert between.info["index"] == 5 and between.stamp == times[5]
     # and before the recording starts, the recording from its first action
     assert policy.infer(obs(0.0)).info["index"] == 0
 
@@ -44,6 +48,24 @@ def test_replaying_tick_by_tick_reproduces_the_recording_exactly(horizon, seed):
     policy = PlaybackPolicy(actions, times, SPACE, horizon=horizon)
     replayed = np.array([policy.infer(obs(t)).actions[0] for t in times])
     np.testing.assert_array_equal(replayed, actions)
+
+
+def test_a_50_hz_control_loop_never_gets_a_chunk_stamped_in_its_future():
+    """10 Hz recorded actions, an async executor at 50 Hz asking for a chunk at every new 30 Hz frame."""
+    actions, times = recording(n=30, dt=0.1)
+    policy = PlaybackPolicy(actions, times, SPACE, horizon=10)
+    executor = ChunkExecutor(ExecutorConfig(mode="async", control_dt=0.02), policy.metadata)
+    for n in range(125):
+        now = times[0] + 0.02 * n
+        result = executor.tick(now)
+        frame = times[0] + math.floor(n * 0.02 * 30 + 1e-9) / 30  # the newest camera frame
+        if result.request and frame > result.request_after:
+            answer = policy.infer(obs(frame))
+            assert answer.stamp <= frame and answer.stamp in times
+            assert executor.submit(answer, now)
+    stats = executor.stats()
+    assert stats.rejected_chunks == {}
+    assert stats.accepted_chunks == 25 and stats.repeated_chunks > 0  # one chunk per recorded action of the 2.5 s
 
 
 def test_the_end_of_the_recording():

@@ -6,12 +6,12 @@ import shutil
 
 import numpy as np
 import pytest
-from bag_helpers import (BagWriter, compressed_image_msg, image_msg, joint_state_msg, pattern_image, string_msg,
-                         trajectory_msg, write_bag)
+from bag_helpers import (TYPES, BagWriter, compressed_image_msg, image_msg, joint_group_msg, joint_state_msg,
+                         pattern_image, string_msg, trajectory_msg, write_bag)
 from rosbags.serde import SerdeError
 from rosbags.typesys import Stores, get_typestore
 
-from vla_ros.core.replay.bag import Bag, BagError, MessageDecodeError, parse_remaps
+from vla_ros.core.replay.bag import Bag, BagError, BagMessage, MessageDecodeError, parse_remaps, raw_header_stamp
 from vla_ros.core.replay.messages import header_stamp, image_rgb
 
 STORAGES = ("sqlite3", "mcap")
@@ -64,6 +64,54 @@ def test_rclpy_serialized_messages_need_the_tolerant_decoder(tmp_path):
             strict.deserialize_cdr(bytes(message.raw), message.msgtype)
         np.testing.assert_array_equal(bag.decode(message).points[0].positions, [0.1, 0.2])
         assert bag.messages_with_trailing_bytes == 1
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_header_stamps_read_from_the_raw_bytes_match_full_deserialization(tmp_path, flavor):
+    """Replay reads camera stamps without deserializing the frame; the value must be the deserialized one exactly."""
+    frame = pattern_image(4, 6, seed=2)
+    stamps = [0.0, 1.25, 1700000000.123456789, 2147483647.25]  # unset, plain, epoch-like, the last int32 second
+    messages = []
+    for k, stamp in enumerate(stamps):
+        log_time = 10.0 + k
+        messages += [("/cam", log_time, image_msg(stamp, frame, frame_id="a_longer_frame_id", flavor=flavor)),
+                     ("/cam/compressed", log_time, compressed_image_msg(stamp, frame, flavor=flavor)),
+                     ("/joint_states", log_time, joint_state_msg(stamp, ["a"], [0.5], flavor=flavor))]
+    path = write_bag(tmp_path / "bag", "mcap", messages)
+    with Bag(path) as bag:
+        read = list(bag.messages(bag.topics))
+        assert len(read) == 3 * len(stamps)
+        for message in read:
+            assert raw_header_stamp(message) == header_stamp(bag.decode(message))
+        assert raw_header_stamp(read[0]) is None  # stamp 0: unset
+        # big-endian CDR (rosbags can write it; ROS 2 writes little-endian) and payloads too short for a stamp
+        for message in read[-3:]:
+            big = TYPES.serialize_cdr(bag.decode(message), message.msgtype, little_endian=False)
+            big_message = BagMessage(message.topic, message.msgtype, message.log_time_ns, big)
+            assert big[1] == 0 and raw_header_stamp(big_message) == header_stamp(bag.decode(big_message))
+            with pytest.raises(MessageDecodeError, match="truncated"):
+                raw_header_stamp(BagMessage(message.topic, message.msgtype, message.log_time_ns, message.raw[:11]))
+        with pytest.raises(MessageDecodeError, match="not CDR"):
+            raw_header_stamp(BagMessage("/cam", "sensor_msgs/msg/Image", 0, b"\x07\x07" + bytes(message.raw[2:])))
+
+
+def test_deserializers_are_shared_between_bags_with_the_same_definitions(tmp_path):
+    """rosbags generates a deserializer per type and typestore (milliseconds each); bags whose definitions match
+    Jazzy's use one process-wide set, a bag with its own definition of a type keeps its own."""
+    path = write_bag(tmp_path / "bag", "mcap", _messages("rosbags"))
+    decoders = []
+    for _ in range(2):
+        with Bag(path) as bag:
+            for message in bag.messages(bag.topics):
+                bag.decode(message)
+            decoders.append(dict(bag._decoders))
+    assert decoders[0]["sensor_msgs/msg/Image"][0] is decoders[1]["sensor_msgs/msg/Image"][0]
+    with BagWriter(tmp_path / "custom", "sqlite3") as writer:  # Interbotix types are not part of Jazzy
+        writer.write("/group", 1.0, joint_group_msg("arm", [0.5, -0.25]))
+    with Bag(tmp_path / "custom") as bag:
+        message = next(bag.messages(["/group"]))
+        assert bag.decode(message).name == "arm"
+        assert bag._decoders["interbotix_xs_msgs/msg/JointGroupCommand"][1] is bag._reader.typestore
 
 
 def test_remaps_rename_bag_topics(tmp_path):

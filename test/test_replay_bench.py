@@ -15,4 +15,7 @@ def test_bench_replay_writes_both_figures(tmp_path):
     result = json.loads(out.read_text())
     assert result["x_realtime"] > 0 and result["raw_read_x_realtime"] > 0
     assert result["storage"] == "sqlite3" and result["camera"] == "640x480 rgb8 @ 30 Hz"
-    assert result["by_storage"]["sqlite3"]["inferences"] > 0
+    run = result["by_storage"]["sqlite3"]
+    assert run["inferences"] > 0 and run["ticks"] == 26  # 0.5 s at 50 Hz, both ends included
+    assert run["chunks"]["accepted"] > 0 and run["chunks"]["rejected"] == {}
+    assert run["camera_frames"]["received"] == 16 and 0 < run["camera_frames"]["decoded"] <= 16

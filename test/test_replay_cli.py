@@ -69,6 +69,8 @@ def test_replay_writes_metrics_plots_and_report(tmp_path, capsys, recorded_bag):
                                              "command_stale", "estop", "not_ready"}
     assert metrics["run"]["storage"] == "mcap" and metrics["run"]["latency_ms"] == 40
     assert metrics["run"]["executor"]["mode"] == "sync"
+    frames = metrics["run"]["camera_frames"]["/camera/camera/color/image_raw"]
+    assert frames["received"] == 46 and 0 < frames["decoded"] <= frames["stamp_read"] < frames["received"]
     assert metrics["policy_latency"]["simulated_ms"]["max"] <= 50 + 1e-9
     assert "joint RMSE vs recording" in stdout
     report = (out / "report.md").read_text()
@@ -76,6 +78,7 @@ def test_replay_writes_metrics_plots_and_report(tmp_path, capsys, recorded_bag):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({png})" in report
     assert "metrics.json" in report
+    assert f"camera `/camera/camera/color/image_raw`: 46 frames, {frames['stamp_read']} looked at" in report
 
 
 def test_no_recorded_commands_is_stated_in_metrics_and_report(tmp_path, capsys, recorded_bag):

@@ -268,3 +268,43 @@ def test_gaps_in_camera_and_joint_states_hold_like_the_live_nodes(tmp_path, fran
     requests = np.array([i.requested_at for i in record.inferences]) - start
     assert not np.any((requests > 1.0 + 0.5 + 0.02) & (requests < 2.5))  # no observation from a frame > 0.5 s old
     assert np.any(requests > 2.5)  # and inference resumes with the camera
+
+
+def test_playback_of_10_hz_actions_at_50_hz_control_has_no_chunk_stamped_in_the_future(tmp_path, franka):
+    """The playback policy answers with the action in force at the observation, stamped with its recorded time: never
+    ahead of the control clock (the next recorded action would be up to 100 ms ahead: `future_stamp`)."""
+    path = write_bag(tmp_path / "bag", "mcap", scenario_messages(franka, duration=2.0, start=START_NS * 1e-9))
+    times, actions = _ee_actions(2.0)  # 10 Hz
+    assert franka.control_rate_hz == 50.0
+    record, metrics = _replay(path, franka, PlaybackPolicy(actions, times, EE_SPACE, horizon=10))
+    executor = metrics["executor"]
+    assert executor["rejected_chunks"] == {}
+    assert executor["accepted_chunks"] >= 19  # a chunk for every recorded action of the 2 s
+    assert executor["repeated_chunks"] > 0  # observations between two recorded actions get the same chunk again
+    assert all(i.error is None for i in record.inferences)
+
+
+def test_camera_frames_are_decoded_only_when_an_observation_uses_them(tmp_path, franka):
+    start = START_NS * 1e-9
+    camera = franka.cameras[0].topic
+    garbage = b"\x00\x01\x00\x00\xff"  # CDR header, then too short for even a stamp
+    with BagWriter(tmp_path / "bag", "mcap") as writer:
+        for topic, t, message in sorted(scenario_messages(franka, duration=2.0, start=start), key=lambda m: m[1]):
+            if topic == camera and round(t - start, 6) == 1.2:
+                writer.write_raw(topic, "sensor_msgs/msg/Image", t, garbage)  # the newest frame at the 1.22 s tick
+                continue
+            writer.write(topic, t, message)
+            if topic == camera and round(t - start, 6) == 0.5:  # superseded 3 ms later, before any tick sees it
+                writer.write_raw(topic, "sensor_msgs/msg/Image", t + 0.001, garbage)
+                writer.write(topic, t + 0.004, image_msg(t + 0.004, pattern_image(8, 8, seed=99)))
+    times, actions = _ee_actions(2.0)
+    policy = PlaybackPolicy(actions, times, EE_SPACE, horizon=10)
+    record, metrics = _replay(tmp_path / "bag", franka, policy)
+    frames = record.notes["camera_frames"][camera]
+    assert frames["received"] == 63  # 61 frames at 30 Hz (one of them garbage), a garbage frame and its successor
+    assert metrics["skipped"] == {"undecodable_message": 1}  # only the garbage frame a request looked at
+    assert frames["decoded"] <= frames["stamp_read"] < frames["received"]
+    # sync asks for a chunk once per executed chunk: only the frames those observations used are decoded
+    record, metrics = _replay(tmp_path / "bag", franka, policy, mode="sync")
+    frames = record.notes["camera_frames"][camera]
+    assert frames["decoded"] == len(record.inferences) < frames["received"] // 4

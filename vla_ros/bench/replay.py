@@ -5,6 +5,11 @@ opening the bag, reading and deserializing messages, decoding the frames observa
 at the robot's control rate, and the metrics. Plots are not timed (a fixed cost, independent of bag length). Raw
 `rosbags` read + deserialize of every message of the same bag is measured in the same run for reference.
 JSON: {"x_realtime", "raw_read_x_realtime", ...}, x = bag seconds per wall second (median of --repeat runs).
+
+The warm-up run pays the one-off costs: imports, and the deserializers rosbags generates per message type (replay
+shares them across the bags of a process, as a --sweep does; the raw-read reference, plain `AnyReader.deserialize`,
+regenerates them for every reader). Per storage the JSON also gives the chain's chunk counts and how many camera
+frames were received and decoded, so a faster figure can be checked against the work done.
 """
 
 from __future__ import annotations
@@ -80,7 +85,7 @@ def _policy(robot, duration: float):
     return PlaybackPolicy(actions, times, ActionSpace("ee_delta"), horizon=10, name="bench_playback")
 
 
-def _time_replay(path: Path, robot, duration: float, mode: str) -> tuple[float, int]:
+def _time_replay(path: Path, robot, duration: float, mode: str) -> tuple[float, dict]:
     from vla_ros.core.executor import ExecutorConfig
     from vla_ros.core.replay.bag import Bag
     from vla_ros.core.replay.metrics import compute_metrics
@@ -92,7 +97,13 @@ def _time_replay(path: Path, robot, duration: float, mode: str) -> tuple[float, 
     with Bag(path) as bag:
         record = run_replay(bag, robot, policy, config)
     compute_metrics(record)
-    return time.perf_counter() - started, len(record.inferences)
+    elapsed = time.perf_counter() - started
+    executor = record.executor_stats
+    work = {"inferences": len(record.inferences), "ticks": len(record.times),
+            "chunks": {"accepted": executor["accepted_chunks"], "repeated": executor["repeated_chunks"],
+                       "rejected": executor["rejected_chunks"]},
+            "camera_frames": record.notes["camera_frames"][robot.cameras[0].topic]}
+    return elapsed, work
 
 
 def _time_raw_read(path: Path) -> float:
@@ -126,7 +137,7 @@ def main(args: argparse.Namespace) -> int:
             raw_s = statistics.median(raw)
             results[storage] = {
                 "x_realtime": args.duration / replay_s, "raw_read_x_realtime": args.duration / raw_s,
-                "replay_seconds": replay_s, "raw_read_seconds": raw_s, "inferences": replay[0][1],
+                "replay_seconds": replay_s, "raw_read_seconds": raw_s, **replay[0][1],
             }
     primary = results["mcap" if "mcap" in results else storages[0]]
     output = {

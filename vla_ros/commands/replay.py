@@ -219,6 +219,9 @@ def _replay(args, robot, remaps, options, safety, out: Path) -> int:
             "cameras": record.notes["cameras"],
             "ignored_joint_state_names": record.notes["ignored_joint_state_names"],
             "messages_with_trailing_bytes": record.notes["messages_with_trailing_bytes"],
+            # per camera topic: frames in the bag, frames whose stamp a request read, frames decoded for an
+            # observation; only those read were validated (an unusable one is counted in "skipped")
+            "camera_frames": record.notes["camera_frames"],
         }, **metrics}
     metrics = _json_safe(metrics)
     out.mkdir(parents=True, exist_ok=True)
@@ -239,7 +242,8 @@ def _print_summary(metrics: dict, out: Path, report: Path) -> None:
         print(f"no comparison: {comparison['reason']}")
     executor = metrics["executor"]
     print(f"interventions {metrics['interventions_total']}, underflows {executor['underflows']}, "
-          f"chunks {executor['accepted_chunks']} accepted / {sum(executor['rejected_chunks'].values())} rejected, "
+          f"chunks {executor['accepted_chunks']} accepted / {executor['repeated_chunks']} repeated / "
+          f"{sum(executor['rejected_chunks'].values())} rejected, "
           f"skipped {sum(metrics['skipped'].values())}")
     print(f"wrote {out / 'metrics.json'}, {report} and plots")
 

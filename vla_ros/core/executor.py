@@ -48,8 +48,10 @@ the largest boundary jerk divided by that reference.
 from __future__ import annotations
 
 import math
+import statistics
 from collections import Counter, deque
 from dataclasses import asdict, dataclass, fields
+from itertools import compress
 from typing import NamedTuple
 
 import numpy as np
@@ -186,6 +188,7 @@ class ExecutorStats:
     holds: dict[str, int]  # hold ticks by reason
     underflows: int  # underflow episodes (consecutive underflow ticks count once)
     accepted_chunks: int
+    repeated_chunks: int  # the newest chunk again (same stamp and actions): nothing new, not a rejection
     rejected_chunks: dict[str, int]  # by reason
     last_rejection: str | None
     inference_errors: int
@@ -339,11 +342,26 @@ class ActionAlgebra:
 
     def interpolate(self, values: np.ndarray, u: np.ndarray) -> np.ndarray:
         """Linear interpolation of (T, work_dim) slot values at fractional slot indices u (clipped to the chunk)."""
-        u = np.clip(u, 0, len(values) - 1)
-        i0 = np.minimum(np.floor(u).astype(int), len(values) - 1)
-        i1 = np.minimum(i0 + 1, len(values) - 1)
-        f = u - i0
-        return self.mean(np.stack([values[i0], values[i1]]), np.stack([1 - f, f]))
+        u = np.minimum(np.maximum(u, 0.0), len(values) - 1)  # np.clip, without its call overhead
+        i0 = u.astype(int)  # u >= 0: truncation is floor
+        return self.lerp(values[i0], values[np.minimum(i0 + 1, len(values) - 1)], u - i0)
+
+    def lerp(self, a: np.ndarray, b: np.ndarray, f: np.ndarray) -> np.ndarray:
+        """Rows a + f (b - a) of (n, work_dim) rows a, b and (n,) fractions f: angles the short way round,
+        quaternions by normalised lerp (sign-aligned to a).
+
+        The same numbers, bit for bit, as `mean` of [a, b] with weights (1 - f, f), whose normalised weights
+        (f / ((1 - f) + f)) it reproduces, in a fraction of the numpy calls: this runs for every track sampled at
+        every control tick.
+        """
+        total = (1 - f) + f
+        w_b = (f / total)[:, None]
+        out = a + w_b * self.difference(b, a)
+        for g in self.quat_groups:
+            sign = np.where(np.sum(b[:, g] * a[:, g], axis=-1, keepdims=True) < 0, -1.0, 1.0)
+            s = ((1 - f) / total)[:, None] * a[:, g] + w_b * b[:, g] * sign
+            out[:, g] = s / np.linalg.norm(s, axis=-1, keepdims=True)
+        return out
 
     def renormalized(self, vec: np.ndarray) -> np.ndarray:
         """`vec` with its quaternions rescaled to unit norm (after an additive correction)."""
@@ -360,8 +378,27 @@ class ActionAlgebra:
 
     def jerks(self, values: np.ndarray, step_dt: float) -> np.ndarray:
         """Third-difference jerk norms of a (n, work_dim) command sequence, one per 4-sample window."""
-        inc = self.motion_increments(values[:-1], values[1:], step_dt)
-        return np.linalg.norm(inc[2:] - 2 * inc[1:-1] + inc[:-2], axis=-1) / step_dt**3
+        return self.increment_jerks(self.motion_increments(values[:-1], values[1:], step_dt), step_dt)
+
+    @staticmethod
+    def increment_jerks(inc: np.ndarray, step_dt: float) -> np.ndarray:
+        """Jerk norms from (n, motion) consecutive motion increments, one per three consecutive increments."""
+        third = inc[2:] - 2 * inc[1:-1] + inc[:-2]
+        return np.sqrt(np.add.reduce(third * third, axis=-1)) / step_dt**3  # np.linalg.norm's own formula, per tick
+
+
+def percentile_95(values: np.ndarray) -> float:
+    """np.percentile(values, 95) of a 1-D array of finite values, with numpy's default ("linear") rule and
+    arithmetic, so the same number to the bit; written out because np.percentile's argument handling costs ~30 us
+    and this runs at every accepted chunk (20 per second when a playback policy answers every camera frame)."""
+    ordered = np.sort(values)
+    position = (len(ordered) - 1) * 0.95
+    below = math.floor(position)
+    if below >= len(ordered) - 1:
+        return float(ordered[-1])
+    low, high = float(ordered[below]), float(ordered[below + 1])
+    fraction, step = position - below, high - low
+    return high - step * (1 - fraction) if fraction >= 0.5 else low + step * fraction  # numpy's _lerp
 
 
 def blend_weight(s: float) -> float:
@@ -392,6 +429,7 @@ class _Track:
         self.id, self.stamp, self.dt, self.values, self.algebra = ident, chunk.stamp, chunk.dt, values, algebra
         self.start = chunk.stamp
         self.steps = len(values)
+        self._alone: tuple[tuple[float, int], _TrackSet] | None = None  # ((start, steps), this track as a set)
 
     @property
     def end(self) -> float:
@@ -407,20 +445,64 @@ class _Track:
     def sample(self, t: float, control_dt: float) -> _Sample | None:
         if not self.covers(t):
             return None
-        u0 = max((t - self.start) / self.dt, 0.0)
-        vec = self.algebra.interpolate(self.values, np.array([u0]))[0]
-        rate = self.algebra.rate_cols
-        if rate.size:  # motion over [t, t + control_dt): each slot weighted by the part of it the tick covers
-            u1 = u0 + control_dt / self.dt
-            slots = np.arange(int(math.floor(u0)), min(int(math.ceil(u1)), self.steps))
-            covered = np.minimum(u1, slots + 1) - np.maximum(u0, slots)
-            vec[rate] = covered @ self.values[slots][:, rate]
-            if self.algebra.velocity:
-                vec[rate] *= self.dt / control_dt
-        return _Sample(vec, frozenset((self.id,)))
+        placement = (self.start, self.steps)
+        if self._alone is None or self._alone[0] != placement:
+            self._alone = placement, _TrackSet([self], self.algebra)
+        return _Sample(self._alone[1].sample(t, control_dt)[0], frozenset((self.id,)))
 
     def prune(self, t: float):
         return self if t < self.end - _EPS else None
+
+
+class _TrackSet:
+    """Placed tracks sampled in one numpy pass: the crossfade samples every track its running ramps hand over
+    between at every tick, the ensemble every chunk it averages; per track that was a dozen small numpy calls each.
+
+    A track's command at t (a time it covers): absolute columns by `ActionAlgebra.lerp` between the two slots around
+    t (the last slot holds); rate columns as the slot values weighted by how much of each slot [t, t + control_dt)
+    covers, summed slot by slot (a velocity then divided by control_dt / dt). Every operation is elementwise (no
+    BLAS), so a track's command does not depend on which other tracks share the pass: equal chunks sampled at equal
+    times give exactly equal commands.
+    """
+
+    def __init__(self, tracks: list[_Track], algebra: ActionAlgebra):
+        self.algebra = algebra
+        self.ids = [tr.id for tr in tracks]
+        lengths = [len(tr.values) for tr in tracks]
+        self._values = np.concatenate([tr.values for tr in tracks])  # track k's slots from row _first[k]
+        self._first = np.cumsum([0] + lengths[:-1])[:, None]
+        self._last = np.array(lengths)[:, None] - 1
+        self._start, self._dt, self._steps = np.array([(tr.start, tr.dt, tr.steps) for tr in tracks]).T
+        self._end = self._start + self._steps * self._dt
+        self._min_dt = float(self._dt.min())
+        self._spans: tuple[float, np.ndarray] | None = None  # (control_dt, control_dt / dt per track, as a column)
+
+    def covering(self, t: float) -> np.ndarray:
+        """Mask of the tracks that cover t (as `_Track.covers`)."""
+        return (self._start - _EPS <= t) & (t < self._end - _EPS)
+
+    def sample(self, t: float | np.ndarray, control_dt: float, rows: np.ndarray | None = None) -> np.ndarray:
+        """Commands (n, work_dim): of every track at t, or of track rows[j] at t[j]."""
+        if self._spans is None or self._spans[0] != control_dt:
+            self._spans = control_dt, (control_dt / self._dt)[:, None]
+        columns = self._first, self._last, self._start, self._dt, self._steps, self._spans[1]
+        first, last, start, dt, steps, span = columns if rows is None else (c[rows] for c in columns)
+        u0 = np.maximum((t - start) / dt, 0.0)[:, None]
+        # slots floor(u0) .. floor(u0) + k: the two the lerp needs and every slot [t, t + control_dt) touches
+        # (at most ceil(control_dt / dt) + 1), clamped to the track's last one, gathered in one go
+        slots = u0.astype(int) + np.arange(max(math.ceil(control_dt / self._min_dt), 1) + 1)  # u0 >= 0: floor
+        block = self._values[first + np.minimum(slots, last)]
+        fraction = (np.minimum(u0, last) - np.minimum(slots[:, :1], last))[:, 0]
+        vec = self.algebra.lerp(block[:, 0], block[:, 1], fraction)
+        rate = self.algebra.rate_cols
+        if rate.size:
+            # the part of each slot [u0, u1) covers, u1 cut at the end of the track; slots past either cover none
+            u1 = np.minimum(u0 + span, steps[:, None])
+            covered = np.maximum(np.minimum(u1, slots + 1) - np.maximum(u0, slots), 0.0)
+            vec[:, rate] = np.add.reduce(covered[..., None] * block, axis=1)[:, rate]
+            if self.algebra.velocity:
+                vec[:, rate] *= (dt / control_dt)[:, None]
+        return vec
 
 
 class _Ramp:
@@ -436,28 +518,28 @@ class _Ramp:
     def __init__(self, prev, new: _Track, start: float, algebra: ActionAlgebra, control_dt: float):
         self.prev, self.new, self.start, self.algebra = prev, new, start, algebra
         self.duration = 0.0  # set by the executor from offset / offset_rate
+        self.finished = False  # set by _Blend.prune once a tick at or past start + duration has run
         last = min(prev.end, new.end) - new.dt  # after its last action, a chunk's last slot merely holds it
         self.until = start + max(math.floor((last - start) / control_dt + 1e-9), 0) * control_dt
-        self.prev_sources = prev.sample(start, control_dt).sources
-        self.offset = self._measured(start, control_dt)
+        self.prev_sources = frozenset((prev.id,)) if isinstance(prev, _Track) else \
+            prev.sample(start, control_dt).sources
         # slope over the last few ticks before `until`: local, so the correction stays smooth where it switches to
         # the extrapolation; on the tick grid both chunks are sampled at a fixed phase, so it carries no ripple
         back = min(_SLOPE_TICKS, round((self.until - start) / control_dt)) * control_dt
-        self._at_until = self._measured(self.until, control_dt)
-        self.offset_rate = (self._at_until - self._measured(self.until - back, control_dt)) / back if back > 0 \
-            else np.zeros_like(self.offset)
-
-    def _measured(self, t: float, control_dt: float) -> np.ndarray:
-        return self.algebra.difference(self.prev.sample(t, control_dt).vec, self.new.sample(t, control_dt).vec)
+        times = [start, self.until - back, self.until]
+        if isinstance(prev, _Track):  # both tracks at the three times in one pass
+            vectors = _TrackSet([prev, new], algebra).sample(np.array(times * 2), control_dt,
+                                                              rows=np.repeat([0, 1], len(times)))
+            prev_vectors, new_vectors = vectors[:len(times)], vectors[len(times):]
+        else:
+            prev_vectors = np.array([prev.sample(t, control_dt).vec for t in times])
+            new_vectors = np.array([new.sample(t, control_dt).vec for t in times])
+        self.offset, before_until, self.at_until = algebra.difference(prev_vectors, new_vectors)
+        self.offset_rate = (self.at_until - before_until) / back if back > 0 else np.zeros_like(self.offset)
 
     def weight(self, t: float) -> float:
         """Weight of the old side (1 at start, 0 at the end)."""
         return 1.0 - blend_weight((t - self.start) / self.duration)
-
-    def correction(self, t: float, control_dt: float) -> np.ndarray:
-        if t <= self.until + _EPS:
-            return self._measured(t, control_dt)
-        return self._at_until + self.offset_rate * (t - self.until)
 
 
 class _Blend:
@@ -465,15 +547,36 @@ class _Blend:
 
     command = head + sum_k (1 - w_k) * (prev_k - new_k), where ramp k hands over from prev_k (the head before it)
     to new_k. Each ramp corrects by the difference between two raw chunks, which is smooth and safe to
-    extrapolate, rather than by a difference to a plan that is itself mid-blend.
+    extrapolate, rather than by a difference to a plan that is itself mid-blend. Up to `until` a ramp measures the
+    difference at the tick, after it extrapolates it (see `_Ramp`).
     """
 
     def __init__(self, ramp: _Ramp, algebra: ActionAlgebra):
         self.head, self.ramps, self.algebra = ramp.new, [ramp], algebra
+        self._stacked = False
 
     def hand_over(self, ramp: _Ramp) -> None:
-        self.ramps.append(ramp)
+        self.ramps = [r for r in self.ramps if not r.finished] + [ramp]
         self.head = ramp.new
+        self._stacked = False
+
+    def _stack(self) -> None:
+        """Index the tracks and ramps for sampling in one pass; redone after ramps come or go, not per tick."""
+        tracks = {id(self.head): self.head}  # the head is row 0
+        for ramp in self.ramps:
+            for plan in (ramp.prev, ramp.new):
+                if isinstance(plan, _Track):
+                    tracks.setdefault(id(plan), plan)
+        row = {key: k for k, key in enumerate(tracks)}
+        self._tracks = _TrackSet(list(tracks.values()), self.algebra)
+        self._prev_rows = np.array([row.get(id(ramp.prev), 0) for ramp in self.ramps])
+        self._new_rows = np.array([row[id(ramp.new)] for ramp in self.ramps])
+        # a prev that is not a single track (a _Switch still running its committed prefix) is sampled on its own
+        self._composite = [k for k, ramp in enumerate(self.ramps) if not isinstance(ramp.prev, _Track)]
+        self._until = np.array([ramp.until for ramp in self.ramps])
+        self._at_until = np.array([ramp.at_until for ramp in self.ramps])
+        self._offset_rate = np.array([ramp.offset_rate for ramp in self.ramps])
+        self._stacked = True
 
     @property
     def end(self) -> float:
@@ -483,20 +586,30 @@ class _Blend:
         return self.head.covers(t)
 
     def sample(self, t: float, control_dt: float) -> _Sample | None:
-        head = self.head.sample(t, control_dt)
-        if head is None:
+        if not self.head.covers(t):
             return None
-        vec, sources = head.vec.copy(), set(head.sources)
-        for ramp in self.ramps:
-            w = ramp.weight(t)
-            if w > 0.0:
-                vec += w * ramp.correction(t, control_dt)
-                sources |= ramp.prev_sources
-        return _Sample(self.algebra.renormalized(vec), frozenset(sources))
+        if not self._stacked:
+            self._stack()
+        vectors = self._tracks.sample(t, control_dt)
+        weights = [0.0 if ramp.finished else ramp.weight(t) for ramp in self.ramps]
+        measuring = t <= self._until + _EPS
+        prev = vectors[self._prev_rows]
+        for k in self._composite:
+            if measuring[k] and weights[k] > 0.0:
+                prev[k] = self.ramps[k].prev.sample(t, control_dt).vec
+        corrections = np.where(measuring[:, None], self.algebra.difference(prev, vectors[self._new_rows]),
+                               self._at_until + self._offset_rate * (t - self._until)[:, None])
+        # the head, then each ramp in order: the same sums as adding one correction at a time (a finished ramp,
+        # weight 0 as if pruned, adds an exact zero)
+        vec = np.add.reduce(np.concatenate([vectors[:1], np.array(weights)[:, None] * corrections]), axis=0)
+        sources = frozenset((self.head.id,)).union(*(r.prev_sources for r, w in zip(self.ramps, weights) if w > 0))
+        return _Sample(self.algebra.renormalized(vec), sources)
 
     def prune(self, t: float):
-        self.ramps = [r for r in self.ramps if t < r.start + r.duration - _EPS]
-        return self if self.ramps else self.head.prune(t)
+        """Finished ramps stay (weight 0) until the next hand-over re-indexes: one re-index per chunk, not two."""
+        for ramp in self.ramps:
+            ramp.finished = ramp.finished or t >= ramp.start + ramp.duration - _EPS
+        return self.head.prune(t) if all(ramp.finished for ramp in self.ramps) else self
 
 
 class _Switch:
@@ -524,6 +637,11 @@ class _Ensemble:
 
     def __init__(self, track: _Track, coeff: float, algebra: ActionAlgebra):
         self.tracks, self.coeff, self.algebra = [track], coeff, algebra
+        self._stacked: _TrackSet | None = None  # the tracks, for sampling in one pass; rebuilt when they change
+
+    def add(self, track: _Track) -> None:
+        self.tracks.append(track)
+        self._stacked = None
 
     @property
     def end(self) -> float:
@@ -533,15 +651,19 @@ class _Ensemble:
         return any(tr.covers(t) for tr in self.tracks)
 
     def sample(self, t: float, control_dt: float) -> _Sample | None:
-        samples = [s for s in (tr.sample(t, control_dt) for tr in self.tracks) if s is not None]
-        if not samples:
+        if self._stacked is None:
+            self._stacked = _TrackSet(self.tracks, self.algebra)
+        covering = self._stacked.covering(t)
+        if not covering.any():
             return None
+        samples = self._stacked.sample(t, control_dt)[covering]
         weights = np.exp(-self.coeff * np.arange(len(samples)))
-        vec = self.algebra.mean(np.stack([s.vec for s in samples]), weights)
-        return _Sample(vec, frozenset().union(*(s.sources for s in samples)))
+        return _Sample(self.algebra.mean(samples, weights), frozenset(compress(self._stacked.ids, covering)))
 
     def prune(self, t: float):
-        self.tracks = [tr for tr in self.tracks if t < tr.end - _EPS]
+        tracks = [tr for tr in self.tracks if t < tr.end - _EPS]
+        if len(tracks) != len(self.tracks):
+            self.tracks, self._stacked = tracks, None
         return self if self.tracks else None
 
 
@@ -593,6 +715,7 @@ class ChunkExecutor:
         self._arrived: list[_Track] = []
         self._next_id = 0
         self._newest_stamp = -math.inf
+        self._newest_chunk: ActionChunk | None = None  # the last chunk submit took (None after a reset)
         self._last_track: _Track | None = None
         self._last_now = -math.inf
         self._started = False  # a chunk has been executed since construction / reset
@@ -600,7 +723,7 @@ class ChunkExecutor:
         self._hold_target: np.ndarray | None = None  # work vector of the last command, rate columns zeroed
         self._pending_prefix: tuple[float, float] | None = None  # (observation stamp, prefix end in motion time)
         # statistics
-        self._ticks = self._commands = self._underflows = self._accepted = 0
+        self._ticks = self._commands = self._underflows = self._accepted = self._repeated = 0
         self._handovers = self._prefix_overruns = self._inference_errors = 0
         self._holds: Counter = Counter()
         self._rejected: Counter = Counter()
@@ -613,7 +736,8 @@ class ChunkExecutor:
         self._disagreement_last_per_column: tuple[float, ...] | None = None
         self._blend_steps_sum, self._blend_count = 0.0, 0
         self._chunk_jerks: deque[float] = deque(maxlen=_REFERENCE_CHUNKS)
-        self._recent_commands: deque[np.ndarray] = deque(maxlen=4)
+        self._last_command: np.ndarray | None = None  # work vector of the last tick that published one
+        self._recent_increments: deque[np.ndarray] = deque(maxlen=3)  # motion between the last 4 of them
         self._recent_sources: deque[frozenset[int]] = deque(maxlen=4)
         self._boundary_jerk_max: float | None = None
 
@@ -623,7 +747,9 @@ class ChunkExecutor:
 
         A chunk that passes here can still be dropped at that tick if nothing of it is left to execute ("expired")
         or a synchronous segment is running ("unexpected"). Every rejection is counted by reason, its message kept
-        in `stats().last_rejection`, and the executor keeps serving the plan it had.
+        in `stats().last_rejection`, and the executor keeps serving the plan it had. A chunk identical to the newest
+        one (same stamp, dt and actions: the same answer again, as a playback policy gives every observation
+        between two recorded actions) is already in the plan: it is counted in `repeated_chunks`, and True.
         """
         try:
             chunk = validate_chunk(chunk, self.metadata, now, self.config.max_chunk_age)
@@ -638,6 +764,11 @@ class ChunkExecutor:
                                                 f"{chunk.stamp - now:.3f} s in the future of the control clock "
                                                 f"{now:.3f} (camera and control clocks disagree)")
         if chunk.stamp <= self._newest_stamp:
+            newest = self._newest_chunk
+            if newest is not None and chunk.stamp == newest.stamp and chunk.dt == newest.dt \
+                    and np.array_equal(chunk.actions, newest.actions):
+                self._repeated += 1
+                return True
             return self._reject("out_of_order", f"policy {name}: observation stamp {chunk.stamp:.3f} is not newer "
                                                 f"than {self._newest_stamp:.3f} (already answered, or superseded "
                                                 f"by a reset)")
@@ -647,7 +778,7 @@ class ChunkExecutor:
             return self._reject("quaternion", f"policy {name}: {exc}")
         self._arrived.append(_Track(self._next_id, chunk, self.algebra.encode(chunk.actions), self.algebra))
         self._next_id += 1
-        self._newest_stamp = chunk.stamp
+        self._newest_stamp, self._newest_chunk = chunk.stamp, chunk
         latency = now - chunk.stamp
         self._latencies.append(latency)
         self._latency_last = latency
@@ -668,6 +799,7 @@ class ChunkExecutor:
         self._last_track = None
         self._pending_prefix = None
         self._newest_stamp = max(self._newest_stamp, now)
+        self._newest_chunk = None
         self._started = False
 
     # the control tick --------------------------------------------------------------------------------------------
@@ -775,7 +907,7 @@ class ChunkExecutor:
         self._measure_disagreement(track, tau)
         self._handovers += 1
         if self.config.mode == "ensemble":
-            self._plan.tracks.append(track)
+            self._plan.add(track)
         else:
             prefix, self._pending_prefix = self._pending_prefix, None
             answers_prefix = prefix is not None and prefix[0] == track.stamp
@@ -820,14 +952,16 @@ class ChunkExecutor:
         return min(max(shortest, needed), longest)
 
     def _jerk_reference(self) -> float | None:
-        return float(np.median(self._chunk_jerks)) if self._chunk_jerks else None
+        # statistics.median: the same number as np.median (the middle value, or the mean of the middle two) at a
+        # tenth of the call overhead; this runs at every hand-over
+        return statistics.median(self._chunk_jerks) if self._chunk_jerks else None
 
     def _accept(self, track: _Track) -> None:
         self._accepted += 1
         self._last_track = track
         jerks = self.algebra.jerks(track.values, track.dt)
         if jerks.size:
-            self._chunk_jerks.append(float(np.percentile(jerks, 95)))
+            self._chunk_jerks.append(percentile_95(jerks))
 
     def _measure_disagreement(self, track: _Track, tau: float) -> None:
         """RMS difference between `track` and the previous chunk over their common future slots."""
@@ -854,14 +988,17 @@ class ChunkExecutor:
 
     # statistics --------------------------------------------------------------------------------------------------
     def _observe_jerk(self, work: np.ndarray, sources: frozenset[int]) -> None:
-        self._recent_commands.append(work)
+        if self._last_command is not None:  # one increment per tick, not four commands re-differenced per tick
+            self._recent_increments.append(self.algebra.motion_increments(self._last_command, work,
+                                                                          self.config.control_dt))
+        self._last_command = work
         self._recent_sources.append(sources)
-        if len(self._recent_commands) < 4:
+        if len(self._recent_increments) < 3:
             return
         window = set(self._recent_sources)
         if len(window) == 1 and len(sources) == 1:
             return  # in-chunk window; the reference comes from the chunks themselves
-        jerk = float(self.algebra.jerks(np.stack(self._recent_commands), self.config.control_dt)[0])
+        jerk = float(self.algebra.increment_jerks(np.array(self._recent_increments), self.config.control_dt)[0])
         self._boundary_jerk_max = jerk if self._boundary_jerk_max is None else max(self._boundary_jerk_max, jerk)
 
     def stats(self) -> ExecutorStats:
@@ -870,7 +1007,8 @@ class ChunkExecutor:
         ratio = boundary / reference if boundary is not None and reference else None
         return ExecutorStats(
             ticks=self._ticks, commands=self._commands, holds=dict(self._holds), underflows=self._underflows,
-            accepted_chunks=self._accepted, rejected_chunks=dict(self._rejected), last_rejection=self._last_rejection,
+            accepted_chunks=self._accepted, repeated_chunks=self._repeated, rejected_chunks=dict(self._rejected),
+            last_rejection=self._last_rejection,
             inference_errors=self._inference_errors, last_inference_error=self._last_inference_error,
             handovers=self._handovers, prefix_overruns=self._prefix_overruns,
             blend_steps_mean=self._blend_steps_sum / self._blend_count if self._blend_count else None,

@@ -179,8 +179,10 @@ class PolicyNode(Node):
             for result in self.worker.poll():
                 if result.chunk is not None:
                     if self.chunks.submit(result.chunk, now):
-                        self.accepted_stamps.append(result.chunk.stamp)
-                        self._publish_markers(result.chunk, now)
+                        # a repeat of the newest chunk (same stamp) is accepted but is not a new chunk
+                        if not self.accepted_stamps or result.chunk.stamp != self.accepted_stamps[-1]:
+                            self.accepted_stamps.append(result.chunk.stamp)
+                            self._publish_markers(result.chunk, now)
                     else:
                         self.get_logger().error(self.chunks.stats().last_rejection or "chunk rejected",
                                                 throttle_duration_sec=2.0)

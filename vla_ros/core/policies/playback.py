@@ -1,8 +1,12 @@
 """Playback: a policy that returns recorded actions, so replay evaluation can prove the chain reproduces a recording.
 
-`infer(obs)` returns the recorded actions from the observation's stamp onward, unchanged. The chunk is stamped
-with the recorded time of its first action (not the observation's), so the executor places every action at the
-time it was recorded; a chunk of more than one action therefore needs evenly spaced recorded times.
+`infer(obs)` returns the recorded actions unchanged, starting with the one in force at the observation's stamp (the
+last one recorded at or before it). The chunk is stamped with the recorded time of that action (not the
+observation's), so the executor places every action at the time it was recorded; a chunk of more than one action
+therefore needs evenly spaced recorded times. Starting at the action in force keeps the stamp at or before the
+observation, as a live policy's is: starting at the next recorded action would stamp the chunk up to one recorded
+interval in the future of the control clock, which the executor rejects (`future_stamp`). Observations between two
+recorded actions are all answered with the same chunk; the executor recognises the repeat (`repeated_chunks`).
 """
 
 from __future__ import annotations
@@ -21,9 +25,9 @@ from vla_ros.core.types import ActionChunk, ActionSpace, Observation, PolicyMeta
 class PlaybackPolicy:
     def __init__(self, actions: np.ndarray, times: np.ndarray, action_space: ActionSpace, *, horizon: int = 10,
                  name: str = "playback", stamp_tolerance_s: float = 1e-6, jitter_tolerance: float = 0.05):
-        """`actions` (N, D) recorded at `times` (N,) seconds. An action counts as "from the stamp onward" if its
-        time is at least stamp - stamp_tolerance_s. Multi-step chunks need every recorded interval within
-        jitter_tolerance * dt of the median interval dt."""
+        """`actions` (N, D) recorded at `times` (N,) seconds. An action is in force at a stamp if its time is at
+        most stamp + stamp_tolerance_s (bag times are integer nanoseconds). Multi-step chunks need every recorded
+        interval within jitter_tolerance * dt of the median interval dt."""
         source = f"policy {name}"
         actions = np.array(actions, dtype=np.float64)
         times = np.array(times, dtype=np.float64)
@@ -47,13 +51,15 @@ class PlaybackPolicy:
             raise ConfigError(source, "times", f"intervals deviate up to {worst:.4g} s from dt {dt:.4g} s; chunks of "
                                                f"{horizon} actions need even spacing (use horizon 1)")
         self.actions, self.times, self.stamp_tolerance_s = actions, times, stamp_tolerance_s
+        self.dt = dt
         self.metadata = PolicyMetadata(name=name, action_space=action_space, horizon=horizon, rate_hz=1.0 / dt)
 
     def infer(self, observation: Observation) -> ActionChunk:
-        first = int(np.searchsorted(self.times, observation.stamp - self.stamp_tolerance_s, side="left"))
-        if first >= len(self.times):
+        if observation.stamp - self.stamp_tolerance_s >= self.times[-1] + self.dt:  # the last action's slot is over
             raise PlaybackExhaustedError(f"policy {self.metadata.name}: recording ends at {self.times[-1]:.3f} s, "
                                          f"observation stamp is {observation.stamp:.3f} s")
+        # the action in force; before the recording starts, its first action
+        first = max(int(np.searchsorted(self.times, observation.stamp + self.stamp_tolerance_s, side="right")) - 1, 0)
         last = min(first + self.metadata.horizon, len(self.times))
         info = {"index": first, "times": self.times[first:last].tolist()}
         return checked_chunk(self.metadata, self.actions[first:last], self.times[first], info, exact_horizon=False)

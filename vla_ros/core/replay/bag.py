@@ -2,12 +2,14 @@
 
 `rosbags.highlevel.AnyReader` does the storage work (both plugins, split files, zstd compression, embedded message
 definitions and their hash check). This module adds what replay needs on top: topic remaps, one-line errors for bad
-bags, lazy deserialisation (a 30 Hz camera topic is read but only the frames an observation uses are decoded), and a
-CDR decoder that accepts the trailing bytes ROS 2's own serializer leaves (see `Bag.decode`).
+bags, lazy deserialisation (a 30 Hz camera topic is read but only the frames an observation uses are decoded; their
+capture stamps come straight from the CDR bytes, `raw_header_stamp`), a CDR decoder that accepts the trailing bytes
+ROS 2's own serializer leaves (see `Bag.decode`), and deserializers shared across bags (see `Bag._decoder`).
 """
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,8 @@ STORAGES = ("sqlite3", "mcap")
 _STORAGE_BY_SUFFIX = {".db3": "sqlite3", ".mcap": "mcap"}
 # What a malformed CDR payload raises inside rosbags' generated deserializers.
 _DECODE_ERRORS = (struct.error, UnicodeDecodeError, ValueError, IndexError, TypeError, OverflowError, KeyError)
+_ENCAPSULATIONS = (b"\x00\x00", b"\x00\x01")  # plain CDR, big / little endian (byte 1 is the endianness flag)
+_STAMP = {0: struct.Struct(">iI"), 1: struct.Struct("<iI")}  # builtin_interfaces/Time: int32 sec, uint32 nanosec
 
 
 class BagError(VlaRosError):
@@ -105,17 +109,50 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
+@functools.cache
+def _jazzy_typestore():
+    """One Jazzy typestore per process, so the deserializers rosbags generates for it (milliseconds per type) are
+    generated once, not once per opened bag."""
+    from rosbags.typesys import Stores, get_typestore
+
+    return get_typestore(Stores.ROS2_JAZZY)
+
+
+def _cdr_body(message: BagMessage, minimum: int = 0) -> int:
+    """The endianness flag (1 little, 0 big) of a CDR payload of at least `minimum` body bytes; else
+    MessageDecodeError."""
+    raw = message.raw
+    if len(raw) < 4 + minimum or bytes(raw[:2]) not in _ENCAPSULATIONS:
+        problem = "is truncated" if len(raw) >= 4 and bytes(raw[:2]) in _ENCAPSULATIONS else \
+            "is not CDR (bad encapsulation header)"
+        raise MessageDecodeError(f"topic {message.topic}: message at t={message.log_time:.6f} s {problem}")
+    return raw[1]
+
+
+def raw_header_stamp(message: BagMessage) -> float | None:
+    """header.stamp in seconds of a message that starts with a std_msgs/Header (sensor_msgs/Image, CompressedImage,
+    JointState), read from its CDR bytes without deserializing the rest (a 640x480 frame is ~1 MB); None when unset
+    (0), exactly as `messages.header_stamp` on the deserialized message.
+
+    After the 4-byte encapsulation header the body starts with builtin_interfaces/Time (int32 sec, uint32 nanosec),
+    at offset 0 of the body, so without alignment padding, in the byte order the header's flag gives.
+    MessageDecodeError when the bytes cannot hold it. Nothing after the stamp is checked.
+    """
+    sec, nanosec = _STAMP[_cdr_body(message, 8)].unpack_from(message.raw, 4)
+    seconds = int(sec) + int(nanosec) * 1e-9
+    return seconds if seconds > 0 else None
+
+
 class Bag:
     """An open rosbag2 recording with remapped topic names. Use as a context manager."""
 
     def __init__(self, path: str | Path, remaps: Mapping[str, str] | None = None):
         from rosbags.highlevel import AnyReader
-        from rosbags.typesys import Stores, get_typestore
 
         self.path = Path(path)
         self.storage = _storage_of(self.path)
         self._remaps = dict(remaps or {})
-        self._default_typestore = get_typestore(Stores.ROS2_JAZZY)
+        self._default_typestore = _jazzy_typestore()
         try:
             self._reader = AnyReader([self.path], default_typestore=self._default_typestore)
             self._reader.open()
@@ -138,6 +175,7 @@ class Bag:
             raise BagError(f"bag {self.path}: --remap names topic {unused[0]}, which the bag does not have "
                            f"(topics: {', '.join(sorted(c.topic for c in self._reader.connections))})")
         self.messages_with_trailing_bytes = 0
+        self._decoders: dict[str, tuple[object, object]] = {}  # msgtype -> (msgdef, its typestore)
 
     def _supplement_types(self) -> None:
         """AnyReader uses only the bag's embedded definitions when it has any; add Jazzy's for topics without one."""
@@ -206,18 +244,16 @@ class Bag:
         extra bytes: Fast CDR sizes the buffer with a worst-case alignment estimate (ros2/rosbag2#1025). So decode with
         the type's generated deserializer and accept a tail, counting such messages.
         """
+        little_endian = _cdr_body(message)
         raw = memoryview(message.raw)
-        if len(raw) < 4 or bytes(raw[:2]) not in (b"\x00\x00", b"\x00\x01"):
-            raise MessageDecodeError(f"topic {message.topic}: message at t={message.log_time:.6f} s is not CDR "
-                                     f"(bad encapsulation header)")
         try:
-            msgdef = self._reader.typestore.get_msgdef(message.msgtype)
+            msgdef, typestore = self._decoder(message.msgtype)
         except Exception as exc:  # rosbags' TypesysError for a type with no definition
             raise MessageDecodeError(f"topic {message.topic}: no definition for {message.msgtype} "
                                      f"({_one_line(exc)})") from None
-        deserialize = msgdef.deserialize_cdr_le if raw[1] else msgdef.deserialize_cdr_be
+        deserialize = msgdef.deserialize_cdr_le if little_endian else msgdef.deserialize_cdr_be
         try:
-            decoded, end = deserialize(raw[4:], 0, msgdef.cls, self._reader.typestore)
+            decoded, end = deserialize(raw[4:], 0, msgdef.cls, typestore)
         except _DECODE_ERRORS as exc:
             raise MessageDecodeError(f"topic {message.topic}: message at t={message.log_time:.6f} s does not "
                                      f"deserialize as {message.msgtype} ({_one_line(exc)})") from None
@@ -226,6 +262,21 @@ class Bag:
         if len(raw) - 4 - end > 3:
             self.messages_with_trailing_bytes += 1
         return decoded
+
+    def _decoder(self, msgtype: str) -> tuple[object, object]:
+        """(msgdef, typestore) that deserialize `msgtype`: the process-wide Jazzy ones when the bag defines the type
+        exactly as Jazzy does (same RIHS01 hash, which covers nested types: the usual case), else ones generated from
+        the bag's own definition."""
+        decoder = self._decoders.get(msgtype)
+        if decoder is None:
+            typestore, jazzy = self._reader.typestore, _jazzy_typestore()
+            try:
+                same = msgtype in jazzy.fielddefs and jazzy.hash_rihs01(msgtype) == typestore.hash_rihs01(msgtype)
+            except Exception:  # a definition rosbags cannot hash (e.g. a nested type is missing): use the bag's own
+                same = False
+            typestore = jazzy if same else typestore
+            decoder = self._decoders[msgtype] = (typestore.get_msgdef(msgtype), typestore)
+        return decoder
 
     def close(self) -> None:
         self._reader.close()

@@ -29,6 +29,9 @@ def render_report(metrics: Mapping, plots: Mapping[str, Path], directory: Path) 
               "- executor: " + ", ".join(f"{k}={v}" for k, v in run["executor"].items() if v is not None),
               f"- injected latency: {run['latency_ms']} ms ± {run['jitter_ms']} ms jitter (seed {run['seed']})",
               f"- instruction: {run['instruction']!r} ({run['instruction_source']})",
+              *(f"- camera `{topic}`: {n['received']} frames, {n['stamp_read']} looked at by a request (stamp read "
+                f"from the raw bytes), {n['decoded']} decoded for observations; frames nobody looked at were not "
+                f"validated" for topic, n in run["camera_frames"].items()),
               f"- replayed {metrics['ticks']} control ticks, {metrics['commanded_ticks']} with a command", ""]
 
     comparison = metrics["comparison"]
@@ -59,7 +62,8 @@ def render_report(metrics: Mapping, plots: Mapping[str, Path], directory: Path) 
         lines += ["No safety interventions.", ""]
     executor = metrics["executor"]
     lines += ["## Executor", "",
-              f"- chunks accepted {executor['accepted_chunks']}, rejected {executor['rejected_chunks'] or 0}, "
+              f"- chunks accepted {executor['accepted_chunks']}, repeated {executor['repeated_chunks']}, "
+              f"rejected {executor['rejected_chunks'] or 0}, "
               f"underflows {executor['underflows']}, holds {metrics['holds'] or 'none'}",
               f"- boundary jerk max {_fmt(executor['boundary_jerk_max'])} (ratio to in-chunk "
               f"{_fmt(executor['boundary_jerk_ratio'])}), chunk disagreement mean {_fmt(executor['disagreement_mean'])}"

@@ -11,9 +11,16 @@ Inference. There is no thread: when a tick asks for a chunk, the policy is calle
 `latency` plus seeded uniform jitter in [-jitter, +jitter] (or, with `measured_latency`, what the call really took:
 realistic for a real model, not reproducible). One request is in flight at a time, as with the live worker.
 
+Reading. The bag is read once, in log-time order. Camera frames are kept as raw CDR bytes, newest per topic; when a
+tick asks for a chunk the newest frame's capture stamp is read from those bytes (`raw_header_stamp`), and the frame
+is deserialized and converted only when an observation is built from it (once per frame, however often it is used).
+Joint states: only the newest message per source is deserialized at each tick.
+
 Bad input is counted by reason in `record.skipped` (undecodable messages, unusable images or joint states, camera
 stamps that go backwards) or raised as a one-line BagError when the run cannot be meaningful (a topic the chain
-needs is missing, a commanded joint never appears in any joint state).
+needs is missing, a commanded joint never appears in any joint state). Camera frames are validated when they are
+looked at: a frame superseded before any request looked at it is neither decoded nor counted;
+`record.notes["camera_frames"]` gives, per camera topic, the frames received, whose stamp was read, and decoded.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from vla_ros.core.executor import ExecutorConfig
 from vla_ros.core.ik import IKConfig
 from vla_ros.core.images import ImageError
 from vla_ros.core.pipeline import ControlPipeline
-from vla_ros.core.replay.bag import Bag, BagError, BagMessage, MessageDecodeError
+from vla_ros.core.replay.bag import Bag, BagError, BagMessage, MessageDecodeError, raw_header_stamp
 from vla_ros.core.replay.messages import (ACTION_TYPE, COMMAND_TYPES, IMAGE_TYPES, JOINT_STATE_TYPE, STRING_TYPE,
                                           CommandReader, JointStateReader, UnusableMessage, action_vector, header_stamp,
                                           image_rgb)
@@ -196,7 +203,9 @@ class _Replay:
         self.skipped: Counter = Counter()
         self.camera_topics = {topic for _, topic in inputs.cameras.values()}
         self.latest_images: dict[str, BagMessage] = {}  # newest frame per camera topic, decoded only when used
-        self._frames: dict[str, tuple[BagMessage, tuple[np.ndarray, float]]] = {}  # decoded newest frame per topic
+        self._stamps: dict[str, tuple[BagMessage, float]] = {}  # capture stamp of the newest frame per topic
+        self._pixels: dict[str, tuple[BagMessage, np.ndarray]] = {}  # decoded newest frame per topic
+        self.frame_counts = {topic: Counter() for topic in self.camera_topics}  # received / stamp_read / decoded
         self.used_stamps: dict[str, float] = {}
         self.pending_states: dict[str, list[BagMessage]] = {topic: [] for topic in inputs.joint_state_topics}
         self.state_stamps: dict[str, float] = {}
@@ -221,6 +230,7 @@ class _Replay:
         topic, inputs = message.topic, self.inputs
         if topic in self.camera_topics:
             self.latest_images[topic] = message
+            self.frame_counts[topic]["received"] += 1
             return
         if topic in self.pending_states:
             self.pending_states[topic].append(message)
@@ -278,50 +288,70 @@ class _Replay:
                                                  reading.positions, message.log_time)
                 messages.clear()
 
-    def _frame(self, name: str, topic: str, now: float) -> tuple[np.ndarray, float] | None:
-        """The newest frame of one camera, decoded, with its capture stamp. A frame is decoded once; an unusable
-        one is counted once and dropped (the next frame is awaited)."""
+    def _drop_frame(self, topic: str, exc: Exception) -> None:
+        """Count an unusable newest frame and drop it (the next frame is awaited)."""
+        self.skipped["undecodable_message" if isinstance(exc, MessageDecodeError) else
+                     getattr(exc, "reason", "image_unusable")] += 1
+        del self.latest_images[topic]
+
+    def _frame_stamp(self, name: str, topic: str, now: float) -> float | None:
+        """Capture stamp of the newest frame of one camera, read from its CDR bytes (the frame is not decoded);
+        None when there is no usable frame: none yet, the camera stopped, or this one is unusable (counted once)."""
         message = self.latest_images.get(topic)
         if message is None:
             return None
         if now - message.log_time > self.image_timeout:
             return None  # the camera stopped: as the policy node, do not act on an old frame
-        cached = self._frames.get(topic)
+        cached = self._stamps.get(topic)
         if cached is not None and cached[0] is message:
             return cached[1]
+        self.frame_counts[topic]["stamp_read"] += 1
         try:
-            decoded = self.bag.decode(message)
-            stamp = header_stamp(decoded)
+            stamp = raw_header_stamp(message)
             if stamp is None:
                 self.skipped["image_without_stamp"] += 1
                 stamp = message.log_time
             if stamp < self.used_stamps.get(topic, -np.inf):
                 raise UnusableMessage("image_stamp_out_of_order", f"camera {name}: capture stamp went backwards")
-            frame = image_rgb(decoded, message.msgtype, f"camera {name} ({topic})"), stamp
-        except (MessageDecodeError, ImageError, UnusableMessage) as exc:
-            reason = "undecodable_message" if isinstance(exc, MessageDecodeError) else getattr(exc, "reason",
-                                                                                                 "image_unusable")
-            self.skipped[reason] += 1
-            del self.latest_images[topic]
+        except (MessageDecodeError, UnusableMessage) as exc:
+            self._drop_frame(topic, exc)
             return None
-        self._frames[topic] = (message, frame)
-        return frame
+        self._stamps[topic] = (message, stamp)
+        return stamp
+
+    def _frame_pixels(self, name: str, topic: str) -> np.ndarray | None:
+        """The newest frame of one camera as RGB, decoded once per frame; None (counted, dropped) when unusable."""
+        message = self.latest_images[topic]
+        cached = self._pixels.get(topic)
+        if cached is not None and cached[0] is message:
+            return cached[1]
+        self.frame_counts[topic]["decoded"] += 1
+        try:
+            pixels = image_rgb(self.bag.decode(message), message.msgtype, f"camera {name} ({topic})")
+        except (MessageDecodeError, ImageError, UnusableMessage) as exc:
+            self._drop_frame(topic, exc)
+            return None
+        self._pixels[topic] = (message, pixels)
+        return pixels
 
     def observation(self, now: float, request_after: float) -> Observation | None:
         """The newest observation if every camera has a usable frame captured after `request_after`, else None.
-        With several cameras the observation is as old as its oldest frame."""
-        images, stamps = {}, []
+        With several cameras the observation is as old as its oldest frame. Frames are decoded only once the
+        stamps show the observation will be used."""
+        stamps = {}
         for name, (_, topic) in self.inputs.cameras.items():
-            frame = self._frame(name, topic, now)
-            if frame is None:
+            stamps[topic] = self._frame_stamp(name, topic, now)
+            if stamps[topic] is None:
                 return None
-            images[name], stamp = frame
-            stamps.append(stamp)
-        stamp = min(stamps) if stamps else now
+        stamp = min(stamps.values()) if stamps else now
         if stamp <= request_after:
             return None
-        for _, topic in self.inputs.cameras.values():
-            self.used_stamps[topic] = self._frames[topic][1][1]
+        images = {}
+        for name, (_, topic) in self.inputs.cameras.items():
+            images[name] = self._frame_pixels(name, topic)
+            if images[name] is None:
+                return None
+        self.used_stamps.update(stamps)
         names = self.robot.joint_names
         return Observation(images, {n: float(v) for n, v in zip(names, self.q)}, self.instruction, stamp,
                            {n: float(v) for n, v in zip(names, self.qd) if np.isfinite(v)})
@@ -439,6 +469,8 @@ def run_replay(bag: Bag, robot: RobotModel, policy: Policy, executor_config: Exe
         "cameras": {name: topic for name, (_, topic) in inputs.cameras.items()},
         "ignored_joint_state_names": sorted(run.joint_states.ignored_names),
         "messages_with_trailing_bytes": bag.messages_with_trailing_bytes,
+        "camera_frames": {topic: {key: counts[key] for key in ("received", "stamp_read", "decoded")}
+                          for topic, counts in run.frame_counts.items()},
     }
     dim = policy.metadata.action_space.dim
     recorded_actions = None
