@@ -6,46 +6,21 @@ from pathlib import Path
 
 import numpy as np
 
+from vla_ros.core.plots import JointSeries, plot_joint_series, pyplot
 from vla_ros.core.replay.metrics import ReplayRecord, recorded_arm_configurations
 
 _MAX_PATH_POINTS = 2000  # FK per plotted point; a long bag is subsampled for the EE path
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_joints(record: ReplayRecord, path: Path) -> Path:
     """Commanded (chain) vs recorded command vs measured, one panel per joint."""
-    plt = _pyplot()
-    names = record.robot.joint_names
-    columns = 2 if len(names) <= 8 else 4
-    rows = -(-len(names) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(6 * columns, 2.2 * rows), sharex=True, squeeze=False)
     t = record.times - record.start_time
-    for j, name in enumerate(names):
-        ax = axes.flat[j]
-        ax.plot(t, record.measured[:, j], color="0.7", lw=1, label="measured")
-        ax.plot(t, record.commanded[:, j], color="tab:blue", lw=1.2, label="chain command")
-        if j in record.recorded:
-            times, values = record.recorded[j]
-            ax.plot(times - record.start_time, values, color="tab:orange", lw=1, ls="--", label="recorded command")
-        ax.set_title(name, fontsize=9)
-        ax.tick_params(labelsize=8)
-    for ax in axes.flat[len(names):]:
-        ax.set_visible(False)
-    axes.flat[0].legend(fontsize=7, loc="best")
-    for ax in axes[-1]:
-        ax.set_xlabel("bag time [s]", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    series = [JointSeries("measured", t, record.measured, {"color": "0.7", "lw": 1}),
+              JointSeries("chain command", t, record.commanded, {"color": "tab:blue", "lw": 1.2})]
+    recorded = {j: [JointSeries("recorded command", times - record.start_time, values,
+                                {"color": "tab:orange", "lw": 1, "ls": "--"})]
+                for j, (times, values) in record.recorded.items()}
+    return plot_joint_series(path, record.robot.joint_names, series, "bag time [s]", recorded)
 
 
 def _ee_path(record: ReplayRecord, q_rows: np.ndarray, arm) -> np.ndarray:
@@ -63,7 +38,7 @@ def _ee_path(record: ReplayRecord, q_rows: np.ndarray, arm) -> np.ndarray:
 
 def plot_ee_path(record: ReplayRecord, path: Path) -> Path:
     """EE position of each arm, chain command vs recorded command, top (x-y) and side (x-z) views."""
-    plt = _pyplot()
+    plt = pyplot()
     arms = record.robot.arms
     fig, axes = plt.subplots(len(arms), 2, figsize=(10, 4.2 * len(arms)), squeeze=False)
     for a, arm in enumerate(arms):
@@ -89,7 +64,7 @@ def plot_ee_path(record: ReplayRecord, path: Path) -> Path:
 
 def plot_interventions(record: ReplayRecord, path: Path) -> Path:
     """Safety interventions and executor holds over time, one row per kind."""
-    plt = _pyplot()
+    plt = pyplot()
     events = [(t, f"safety: {kind}") for t, kind, _ in record.interventions]
     events += [(t, f"hold: {hold}") for t, hold in zip(record.times, record.holds) if hold is not None]
     kinds = sorted({kind for _, kind in events})
@@ -115,7 +90,7 @@ def plot_interventions(record: ReplayRecord, path: Path) -> Path:
 
 def plot_latency(record: ReplayRecord, path: Path) -> Path:
     """Histogram of the simulated policy latency and of the measured inference time."""
-    plt = _pyplot()
+    plt = pyplot()
     completed = [i for i in record.inferences if i.error is None]
     fig, ax = plt.subplots(figsize=(7, 3.5))
     if completed:
