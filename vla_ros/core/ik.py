@@ -41,7 +41,7 @@ from typing import Mapping, NamedTuple, Sequence
 import numpy as np
 import pinocchio as pin
 # LAPACK directly: on 6x6 systems numpy.linalg's wrappers cost 4x the arithmetic (dposv ~1 us vs solve ~4 us).
-from scipy.linalg.lapack import dposv, dsyev
+from scipy.linalg.lapack import dposv, dpotrf, dsyev
 
 from vla_ros.core.errors import ConfigError
 from vla_ros.core.robot import ArmSpec, RobotModel
@@ -52,6 +52,7 @@ COMMAND_KINDS = ("delta", "pose")
 COMMAND_FRAMES = ("base", "ee")
 _EE_KIND_TO_COMMAND = {"ee_delta": "delta", "ee_pose": "pose"}
 _IDENTITY3 = np.eye(3)
+_IDENTITY6 = np.eye(6)  # task space (J J^T is 6 x 6)
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,7 @@ class IKResult(NamedTuple):
 class _Arm:
     """Per-arm constants the hot loops need, and the lazily built seed library for `solve` restarts."""
 
-    def __init__(self, robot: RobotModel, spec: ArmSpec):
+    def __init__(self, robot: RobotModel, spec: ArmSpec, velocity_scale: float):
         self.name = spec.name
         self.frame_id = spec.ee_frame_id
         index = np.asarray(spec.index)
@@ -213,6 +214,8 @@ class _Arm:
         self.lower = robot.limits.lower[index].copy()
         self.upper = robot.limits.upper[index].copy()
         self.velocity = robot.limits.velocity[index].copy()
+        self._step_velocity = velocity_scale * self.velocity  # what a streaming step may use
+        self._step_dt, self._step_bound = math.nan, None  # velocity_bound's last dt and bounds
         self.home = np.asarray(spec.home, dtype=float).copy()
         self.gripper = spec.gripper
         self.gripper_velocity = self.gripper_lower = self.gripper_upper = math.nan  # no gripper: never read
@@ -228,6 +231,14 @@ class _Arm:
         self.seed_offsets: np.ndarray | None = None  # (K,)
         self.pose_weights: np.ndarray | None = None  # (12,)
 
+    def velocity_bound(self, dt: float) -> tuple[np.ndarray, list[float]]:
+        """Per joint, the most a streaming step of dt may move it, as an array and a list (cached: the control period
+        rarely changes)."""
+        if dt != self._step_dt:
+            bound = self._step_velocity * dt
+            self._step_dt, self._step_bound = dt, (bound, bound.tolist())
+        return self._step_bound
+
 
 class DifferentialIK:
     """Stateful differential IK over a RobotModel: per-arm target poses, streamed `step`s and absolute `solve`s.
@@ -240,7 +251,8 @@ class DifferentialIK:
         self.config = config or IKConfig()
         self._model = robot.model
         self._data = robot.new_data()
-        self._arms = {spec.name: _Arm(robot, spec) for spec in robot.arms}
+        self._arms = {spec.name: _Arm(robot, spec, self.config.velocity_scale) for spec in robot.arms}
+        self._singular_shift = self.config.singular_threshold**2 * _IDENTITY6  # see _sigma_min_sq_if_below
         base_id = self._model.getFrameId(robot.base_frame)
         pin.framesForwardKinematics(self._model, self._data, pin.neutral(self._model))
         base = self._data.oMf[base_id].copy()
@@ -294,7 +306,8 @@ class DifferentialIK:
             if command is not None:
                 self._apply_command(arm, command)
             self._step_gripper(arm, None if command is None else command.gripper, dt, q_target)
-            diverged = np.abs(self._last_command[arm.cols] - q_measured[arm.cols]).max() > self.config.max_command_divergence
+            divergence = max(map(abs, (self._last_command[arm.cols] - q_measured[arm.cols]).tolist()))
+            diverged = divergence > self.config.max_command_divergence
             q_from = q_measured if diverged else self._last_command
             statuses[name] = self._step_arm(arm, q_from, q_target, dt)
         self._last_command = q_target.copy()
@@ -304,8 +317,10 @@ class DifferentialIK:
         target = self._targets[arm.name]
         if command.kind == "pose":
             new = pin.SE3(command.rotation, command.translation)
-        elif command.frame == "base":
-            new = pin.SE3(command.rotation @ target.rotation, target.translation + command.translation)
+        elif command.frame == "base":  # in place (the stored targets are this object's own): no SE3 construction
+            target.rotation = command.rotation @ target.rotation
+            target.translation = target.translation + command.translation
+            new = target
         else:
             new = target * pin.SE3(command.rotation, command.translation)
         self._targets[arm.name] = new
@@ -329,31 +344,33 @@ class DifferentialIK:
         target_world = self._world(self._targets[arm.name])
         pin.computeJointJacobians(model, data, q_from)  # forward kinematics and joint Jacobians in one call
         delta = pin.updateFramePlacement(model, data, arm.frame_id).actInv(target_world)
-        error = np.concatenate((delta.translation, pin.log3(delta.rotation)))
-        # Ask for at most the arm's EE speed this tick: the EE then heads straight for a far target, and the
-        # linearisation stays valid.
-        request = error.copy()
-        speed_limited = _clamp_norm(request[:3], arm.max_linear_speed * dt)
-        speed_limited |= _clamp_norm(request[3:], arm.max_angular_speed * dt)
+        # The pose error, asking for at most the arm's EE speed this tick: the EE then heads straight for a far
+        # target, and the linearisation stays valid.
+        linear, linear_sq, linear_limited = _clamped(delta.translation.tolist(), arm.max_linear_speed * dt)
+        angular, angular_sq, angular_limited = _clamped(pin.log3(delta.rotation).tolist(), arm.max_angular_speed * dt)
+        speed_limited = linear_limited or angular_limited
+        request = np.array(linear + angular)
 
         jac = pin.getFrameJacobian(model, data, arm.frame_id, pin.LOCAL)[:, arm.cols]
-        sigma_min_sq = _sigma_min_sq(jac)
+        gram = jac @ jac.T
         threshold_sq = cfg.singular_threshold**2
+        sigma_min_sq = _sigma_min_sq_if_below(gram, threshold_sq, self._singular_shift)
+        near_singular = sigma_min_sq is not None
         damping = cfg.damping
-        if sigma_min_sq < threshold_sq:
+        if near_singular:
             damping += cfg.singular_damping * (1.0 - sigma_min_sq / threshold_sq)
         q_arm = q_from[arm.cols]
         # Only a redundant arm has a null space for the posture pull; on a 6-joint arm it would only fight the task.
         posture = cfg.posture_gain * dt * (arm.home - q_arm) if cfg.posture_gain and arm.size > 6 else None
-        dq, pinned = _dls_within_limits(jac, request, posture, damping, q_arm, arm.lower, arm.upper)
+        dq, pinned = _dls_within_limits(jac, request, posture, damping, q_arm, arm.lower, arm.upper, gram=gram)
 
         # Progress test before the velocity scaling (a slow arm is not an unreachable target): what fraction of the
         # requested task motion the limited, damped step achieves in the linear model.
-        requested_sq = float(request @ request)
+        requested_sq = linear_sq + angular_sq
         progress = float(request @ (jac @ dq)) / requested_sq if requested_sq > 0 else 1.0
 
-        bound = cfg.velocity_scale * arm.velocity * dt
-        peak = float((np.abs(dq) / bound).max())
+        bound, bound_list = arm.velocity_bound(dt)
+        peak = max([abs(x) / b for x, b in zip(dq.tolist(), bound_list)])
         if peak > 1.0:
             dq /= peak
         # Clipped into the position limits, then the velocity bound, which wins if q_from is off-limits.
@@ -364,14 +381,14 @@ class DifferentialIK:
         # further ahead than the lead bounds is pulled back onto them (and the clamped offset is what is left).
         achieved = self.robot.fk(q_target, arm.frame_id, self._data)
         remaining = achieved.actInv(self._targets[arm.name])
-        linear, angular = remaining.translation.copy(), pin.log3(remaining.rotation)
-        target_clamped = False
-        if self._target_from_delta[arm.name]:
-            target_clamped = _clamp_norm(linear, cfg.max_target_lead_linear)
-            target_clamped |= _clamp_norm(angular, cfg.max_target_lead_angular)
-            if target_clamped:
-                self._targets[arm.name] = achieved * pin.SE3(pin.exp3(angular), linear)
-        position_error, rotation_error = _norm(linear), _norm(angular)
+        lead_linear, lead_angular = ((cfg.max_target_lead_linear, cfg.max_target_lead_angular)
+                                     if self._target_from_delta[arm.name] else (math.inf, math.inf))
+        linear, position_sq, linear_clamped = _clamped(remaining.translation.tolist(), lead_linear)
+        angular, rotation_sq, angular_clamped = _clamped(pin.log3(remaining.rotation).tolist(), lead_angular)
+        target_clamped = linear_clamped or angular_clamped
+        if target_clamped:
+            self._targets[arm.name] = achieved * pin.SE3(pin.exp3(np.array(angular)), np.array(linear))
+        position_error, rotation_error = math.sqrt(position_sq), math.sqrt(rotation_sq)
         reached = position_error <= cfg.position_tolerance and rotation_error <= cfg.rotation_tolerance
         return ArmIKStatus(
             position_error=position_error,
@@ -379,7 +396,7 @@ class DifferentialIK:
             reached=reached,
             unreachable=target_clamped or (not reached and progress < 0.5),
             limited=speed_limited or pinned or peak > 1.0,
-            near_singular=sigma_min_sq < threshold_sq,
+            near_singular=near_singular,
             target_clamped=target_clamped,
         )
 
@@ -467,14 +484,15 @@ class DifferentialIK:
         position_error, rotation_error = math.sqrt(best_errors[0]), math.sqrt(best_errors[1])
         reached = position_error <= tol_p and rotation_error <= tol_r
         q_arm = q[cols]
+        jac = pin.getFrameJacobian(model, data, arm.frame_id, pin.LOCAL)[:, cols]
+        sigma_min_sq = _sigma_min_sq_if_below(jac @ jac.T, self.config.singular_threshold**2, self._singular_shift)
         status = ArmIKStatus(
             position_error=position_error,
             rotation_error=rotation_error,
             reached=reached,
             unreachable=not reached,
             limited=bool(((q_arm <= arm.lower) | (q_arm >= arm.upper)).any()),
-            near_singular=_sigma_min_sq(pin.getFrameJacobian(model, data, arm.frame_id, pin.LOCAL)[:, cols])
-            < self.config.singular_threshold**2,
+            near_singular=sigma_min_sq is not None,
         )
         return status, used
 
@@ -545,7 +563,7 @@ class DifferentialIK:
         q = np.array(q, dtype=float)  # a copy: callers' arrays are never modified
         if q.shape != (self.robot.nq,):
             raise ValueError(f"{what}: expected shape ({self.robot.nq},) in robot.joint_names order, got {q.shape}")
-        if not np.isfinite(q).all():
+        if not all(map(math.isfinite, q.tolist())):  # per value in floats: a few times cheaper than numpy here
             bad = int(np.flatnonzero(~np.isfinite(q))[0])
             raise ValueError(f"{what}: non-finite value for joint {self.robot.joint_names[bad]!r}")
         return q
@@ -560,56 +578,72 @@ def _dls_within_limits(
     lower: np.ndarray,
     upper: np.ndarray,
     max_step: float = math.inf,
+    gram: np.ndarray | None = None,
 ) -> tuple[np.ndarray, bool]:
     """dq minimising |J dq - e|^2 + damping |dq - posture|^2 with q + dq inside [lower, upper].
 
     Joints the unconstrained step pushes through a limit are pinned at it and the others re-solve what is left of
     the task (one pass of the saturation-in-the-null-space idea: cheap, and enough for the limit a step first hits).
     Steps longer than `max_step` (joint-space norm) are shortened. Returns (dq, whether any joint was pinned).
+    `gram`: J J^T if the caller has it already.
     """
-    dq = _dls(jac, error, posture, damping, max_step)
+    dq = _dls(jac, error, posture, damping, max_step, jac @ jac.T if gram is None else gram)
     q_new = q + dq
-    outside = (q_new < lower) | (q_new > upper)
-    if not outside.any():
+    # Per joint in floats first: for a handful of joints, cheaper than numpy's comparisons, and usually all inside.
+    if not any(x < lo or x > hi for x, lo, hi in zip(q_new.tolist(), lower.tolist(), upper.tolist())):
         return dq, False
+    outside = (q_new < lower) | (q_new > upper)
     pinned = np.where(outside, q_new.clip(lower, upper) - q, 0.0)
     free = ~outside
     free_posture = None if posture is None else posture * free
-    dq = pinned + _dls(jac * free, error - jac @ pinned, free_posture, damping, max_step)
+    free_jac = jac * free
+    dq = pinned + _dls(free_jac, error - jac @ pinned, free_posture, damping, max_step, free_jac @ free_jac.T)
     return (q + dq).clip(lower, upper) - q, True
 
 
-def _dls(jac: np.ndarray, error: np.ndarray, posture: np.ndarray | None, damping: float, max_step: float) -> np.ndarray:
+def _dls(jac: np.ndarray, error: np.ndarray, posture: np.ndarray | None, damping: float, max_step: float,
+         gram: np.ndarray) -> np.ndarray:
     """argmin |J dq - e|^2 + damping |dq - z|^2 = z + J^T (J J^T + damping I)^-1 (e - J z), shortened to
-    `max_step`; z = `posture` (None: 0)."""
-    system = jac @ jac.T
-    system.flat[:: len(system) + 1] += damping
-    _, solution, info = dposv(system, error if posture is None else error - jac @ posture)
+    `max_step`; z = `posture` (None: 0); gram = J J^T."""
+    system = gram + damping * _IDENTITY6
+    _, solution, info = dposv(system, error if posture is None else error - jac @ posture, overwrite_a=1)
     if info != 0:  # only for non-finite input: J J^T + damping I is positive definite
         raise FloatingPointError(f"DLS system not positive definite (LAPACK dposv info={info})")
     dq = jac.T @ solution
     if posture is not None:
         dq += posture
-    length_sq = float(dq @ dq)
-    if length_sq > max_step * max_step:
-        dq *= max_step / math.sqrt(length_sq)
+    if max_step < math.inf:
+        length_sq = float(dq @ dq)
+        if length_sq > max_step * max_step:
+            dq *= max_step / math.sqrt(length_sq)
     return dq
 
 
-def _sigma_min_sq(jac: np.ndarray) -> float:
-    """Squared smallest singular value of a wide Jacobian: the smallest eigenvalue of J J^T."""
+def _sigma_min_sq(gram: np.ndarray) -> float:
+    """Squared smallest singular value of a wide Jacobian J from gram = J J^T: its smallest eigenvalue."""
     # LAPACK dsyev directly: numpy's eigvalsh wrapper costs twice as much on a 6x6.
-    return max(float(dsyev(jac @ jac.T, compute_v=0)[0][0]), 0.0)
+    return max(float(dsyev(gram, compute_v=0)[0][0]), 0.0)
 
 
-def _norm(vector: np.ndarray) -> float:
-    return math.sqrt(float(vector @ vector))  # a third of np.linalg.norm's overhead on 3-vectors
+def _sigma_min_sq_if_below(gram: np.ndarray, threshold_sq: float, shift: np.ndarray) -> float | None:
+    """The squared smallest singular value of J (gram = J J^T) if it is below threshold_sq (> 0), else None.
+    `shift`: threshold_sq * I."""
+    # A Cholesky factorisation of J J^T - threshold_sq I succeeds exactly when every eigenvalue of J J^T exceeds
+    # threshold_sq: several times cheaper than the eigenvalues, which only a near-singular arm needs.
+    if dpotrf(gram - shift, overwrite_a=1)[1] == 0:
+        return None
+    sigma_min_sq = _sigma_min_sq(gram)
+    return sigma_min_sq if sigma_min_sq < threshold_sq else None
 
 
-def _clamp_norm(vector: np.ndarray, limit: float) -> bool:
-    """Scale `vector` in place to norm <= limit; True if it was scaled."""
-    norm = _norm(vector)
-    if norm > limit:
-        vector *= limit / norm
-        return True
-    return False
+def _clamped(vector: list[float], limit: float) -> tuple[list[float], float, bool]:
+    """A 3-vector scaled down to norm <= limit: (vector, its squared norm, whether it was scaled). Plain floats: on
+    3-vectors numpy's per-call overhead is most of the cost."""
+    x, y, z = vector
+    norm_sq = x * x + y * y + z * z
+    norm = math.sqrt(norm_sq)
+    if not norm > limit:
+        return vector, norm_sq, False
+    scale = limit / norm
+    x, y, z = x * scale, y * scale, z * scale
+    return [x, y, z], x * x + y * y + z * z, True

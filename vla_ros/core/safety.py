@@ -47,7 +47,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from math import sqrt
 from typing import Sequence
 
 import numpy as np
@@ -69,8 +70,8 @@ _RATE_TOL = 1e-9  # relative slack on velocity / EE speed checks
 # Regula falsi steps of the search for the largest admissible share of a step (mixed with the stop).
 _SEARCH_STEPS = 3
 _NAN = math.nan
-_XYZ_ROWS = [0, 3]  # Jacobian row blocks: linear, angular
 _STOP_SAMPLES = 8  # points of the stop checked by the EE workspace look-ahead
+_XYZ_ROWS = np.array([0, 3])  # Jacobian row blocks: linear, angular
 
 
 class ResetRefused(VlaRosError):
@@ -88,14 +89,15 @@ class _ArmGuard:
     upper: np.ndarray
     translation: list[float]  # EE pose at the last command
     rotation: np.ndarray
+    lower_l: list[float] = field(init=False)  # the box as lists, for the per-axis checks
+    upper_l: list[float] = field(init=False)
 
-    @property
-    def lower_l(self) -> list[float]:
-        return self.lower.tolist()
+    def __post_init__(self):
+        self.set_box(self.lower, self.upper)
 
-    @property
-    def upper_l(self) -> list[float]:
-        return self.upper.tolist()
+    def set_box(self, lower: np.ndarray, upper: np.ndarray) -> None:
+        self.lower, self.upper = lower, upper
+        self.lower_l, self.upper_l = lower.tolist(), upper.tolist()
 
 
 class SafetyFilter:
@@ -109,6 +111,8 @@ class SafetyFilter:
         # Per-joint scalars as Python lists: the hot path works joint by joint in floats (see safety_braking).
         self._Vl, self._Al, self._Jl = (x.tolist() for x in (self.limits.velocity, self.limits.acceleration,
                                                               self.limits.jerk))
+        self._V_slack = [x * (1 + _RATE_TOL) for x in self._Vl]  # velocity limits with the rounding slack
+        self._limit_lower_l, self._limit_upper_l = self.limits.lower.tolist(), self.limits.upper.tolist()
         self._index = {name: i for i, name in enumerate(robot.joint_names)}
         self._every = list(range(robot.nq))
         self._arm_of: list[str | None] = [None] * robot.nq
@@ -126,6 +130,8 @@ class SafetyFilter:
         self._counter = InterventionCounter()
         self._names_seen: dict[tuple, tuple] = {}  # parsed joint-name lists (nodes resend the same names)
         self._zeros = np.zeros(robot.nq)
+        self._zeros_l = [0.0] * robot.nq
+        self._all = np.arange(robot.nq)  # the parsed index of a full name list in robot.joint_names order
         self._segment = 0
         self._anchored = False
         self._estop_reason: str | None = None
@@ -133,13 +139,18 @@ class SafetyFilter:
         self._pending: list[Intervention] = []  # reported with the next command
         self._last: SafeCommand | None = None
         self._t = _NAN
-        self._p = self._v = self._a = self._zeros
+        self._set_state(self._zeros, self._zeros, self._zeros)
         self._set_range(self.limits.lower.copy(), self.limits.upper.copy())
         self._relaxed = False
-        self._target = self._zeros
+        self._target = self._zeros_l  # per joint (a list, like the commanded state's lists)
         self._has_target = False
-        self._history: list[tuple[float, np.ndarray]] = []  # last accepted targets, for their velocity estimate
+        self._history: list[tuple[float, list[float]]] = []  # last accepted targets, for their velocity estimate
         self._arms: list[_ArmGuard] = []
+
+    def _set_state(self, p: np.ndarray, v: np.ndarray, a: np.ndarray, lists=None) -> None:
+        """The commanded state, as arrays and (for the per-joint hot path) as lists."""
+        self._p, self._v, self._a = p, v, a
+        self._pl, self._vl, self._al = lists if lists is not None else (p.tolist(), v.tolist(), a.tolist())
 
     def _set_range(self, lower: np.ndarray, upper: np.ndarray) -> None:
         self._lower, self._upper = lower, upper
@@ -220,26 +231,22 @@ class SafetyFilter:
     # --- input ----------------------------------------------------------------------------------------------------
 
     def _parse(self, names, positions, what: str, ignore_unknown: bool = False):
-        """((index array, values), None) or (None, an "input" Intervention naming the first problem)."""
-
-        def refuse(detail: str, requested: float = _NAN, allowed: float = _NAN, joint: str | None = None):
-            arm = self._arm_of[self._index[joint]] if joint in self._index else None
-            return None, Intervention("input", arm, joint, requested, allowed, f"{what} refused: {detail}")
-
+        """((index array, values array, values list), None) or (None, an "input" Intervention naming the first
+        problem)."""
         try:
             names = tuple(names)
             values = np.asarray(positions, dtype=float)
         except (TypeError, ValueError):
-            return refuse("positions are not numbers")
+            return self._refused(what, "positions are not numbers")
         if values.ndim != 1:
-            return refuse(f"positions must be one flat list, got shape {values.shape}")
+            return self._refused(what, f"positions must be one flat list, got shape {values.shape}")
         if len(names) != len(values):
-            return refuse(f"{len(names)} joint names but {len(values)} positions", len(values), len(names))
+            return self._refused(what, f"{len(names)} joint names but {len(values)} positions", len(values), len(names))
         key = (names, ignore_unknown)
         try:
             parsed = self._names_seen.get(key)
         except TypeError:  # an unhashable "name"
-            return refuse("joint names must be strings")
+            return self._refused(what, "joint names must be strings")
         if parsed is None:
             parsed = self._parse_names(names, ignore_unknown)
             if len(self._names_seen) >= 64:
@@ -247,15 +254,21 @@ class SafetyFilter:
             self._names_seen[key] = parsed
         index, keep, problem, joint = parsed
         if problem is not None:
-            return refuse(problem, joint=joint)
+            return self._refused(what, problem, joint=joint)
         if keep is not None:
             values = values[keep]
-        finite = np.isfinite(values)
-        if not finite.all():
-            k = int(np.flatnonzero(~finite)[0])
+        listed = values.tolist()
+        if not all(map(math.isfinite, listed)):  # per value in floats: a few times cheaper than numpy on a handful
+            k = int(np.flatnonzero(~np.isfinite(values))[0])
             name = self.robot.joint_names[index[k]]
-            return refuse(f"{name} = {values[k]} is not finite", values[k], joint=name)
-        return (index, values), None
+            return self._refused(what, f"{name} = {values[k]} is not finite", values[k], joint=name)
+        return (index, values, listed), None
+
+    def _refused(self, what: str, detail: str, requested: float = _NAN, allowed: float = _NAN,
+                 joint: str | None = None):
+        """(None, the "input" Intervention refusing `what`)."""
+        arm = self._arm_of[self._index[joint]] if joint in self._index else None
+        return None, Intervention("input", arm, joint, requested, allowed, f"{what} refused: {detail}")
 
     def _parse_names(self, names: tuple, ignore_unknown: bool):
         """(index array, positions to keep or None for all, problem or None, joint the problem names)."""
@@ -276,7 +289,8 @@ class SafetyFilter:
             keep.append(k)
         if not index:
             return None, None, f"no joint of robot {self.robot.name} named", None
-        return np.array(index), (None if len(keep) == len(names) else np.array(keep)), None, None
+        index = self._all if index == self._every else np.array(index)
+        return index, (None if len(keep) == len(names) else np.array(keep)), None, None
 
     def _accept(self, target, now: float, events: list[Intervention]) -> bool:
         if self._estop_reason is not None:
@@ -288,18 +302,29 @@ class SafetyFilter:
             events.append(Intervention("state_stale", None, None, age, limit,
                                        f"target refused: joint state is {age:.3f} s old (max {limit:g} s); holding"))
             return False
-        index, values = target
-        lower, upper = self.limits.lower[index], self.limits.upper[index]
-        clamped = np.minimum(np.maximum(values, lower), upper)
-        if (clamped != values).any():
-            for k in np.flatnonzero(clamped != values):
-                i = index[k]
-                events.append(Intervention(
-                    "position", self._arm_of[i], self.robot.joint_names[i], float(values[k]), float(clamped[k]),
-                    f"target {values[k]:.6g} outside the margined range [{lower[k]:.4f}, {upper[k]:.4f}]",
-                ))
-        target_q = self._target.copy()
-        target_q[index] = clamped
+        index, _, values = target
+        every = index is self._all  # every joint, in order: no gathering or scattering
+        lower, upper = self._limit_lower_l, self._limit_upper_l
+        if not every:
+            lower, upper = [lower[i] for i in index], [upper[i] for i in index]
+        clamped = []
+        for x, lo, hi in zip(values, lower, upper):  # per joint in floats: cheaper than numpy on a handful of joints
+            x_lo = x if x >= lo else lo
+            clamped.append(x_lo if x_lo <= hi else hi)
+        if clamped != values:
+            for k, (x, c) in enumerate(zip(values, clamped)):
+                if x != c:
+                    i = index[k]
+                    events.append(Intervention(
+                        "position", self._arm_of[i], self.robot.joint_names[i], x, c,
+                        f"target {x:.6g} outside the margined range [{lower[k]:.4f}, {upper[k]:.4f}]",
+                    ))
+        if every:
+            target_q = clamped
+        else:
+            target_q = list(self._target)
+            for i, c in zip(index, clamped):
+                target_q[i] = c
         if self._history and now - self._history[-1][0] > self.config.command_stop_after:
             self._history = []
         self._history = self._history[-2:] + [(now, target_q)]
@@ -374,9 +399,10 @@ class SafetyFilter:
         p = self._watchdog.positions.copy()
         self._segment += 1
         self._anchored = True
-        self._t, self._p, self._v, self._a = now, p, self._zeros, self._zeros
+        self._t = now
+        self._set_state(p, self._zeros, self._zeros)
         self._set_range(np.minimum(self.limits.lower, p), np.maximum(self.limits.upper, p))
-        self._target, self._has_target, self._history = p, False, []
+        self._target, self._has_target, self._history = p.tolist(), False, []
         self._watchdog.forget_commands()
         self._stop_kind = None
         self._arms = []
@@ -406,12 +432,12 @@ class SafetyFilter:
                                       tuple(events), self._segment))
 
     def _brake(self, now: float, dt: float, keep_target: bool, events: list[Intervention]) -> SafeCommand:
-        dx, v, a = stop_state(self._v.tolist(), self._a.tolist(), self._Al, self._Jl, dt)
-        p, v, a = self._p + dx, np.array(v), np.array(a)
-        extent = stop_extent(v.tolist(), a.tolist(), self._Al, self._Jl)
+        dx, v, a = stop_state(self._vl, self._al, self._Al, self._Jl, dt)
+        p = [x + d for x, d in zip(self._pl, dx)]
+        extent = stop_extent(v, a, self._Al, self._Jl)
         if not keep_target:  # after a stop the arm waits where it stopped for a new target
-            self._target, self._has_target, self._history = p + extent[0], False, []
-        at_rest = not (v.any() or a.any())
+            self._target, self._has_target, self._history = [x + r for x, r in zip(p, extent[0])], False, []
+        at_rest = not (any(v) or any(a))
         state = "estop" if self._estop_reason is not None else "stopped" if at_rest else "stopping"
         return self._commit(now, p, v, a, extent, state, events)
 
@@ -420,26 +446,32 @@ class SafetyFilter:
         if accepted:
             vq, aq = target_rates(self._history, self._lower_l, self._upper_l, self._Vl, self._Al, self._Jl)
         else:
-            vq = aq = self._zeros
+            vq = aq = self._zeros_l
         # Committed states are within the limits up to rounding; Ruckig would add a braking pre-trajectory for that.
-        v0 = np.minimum(np.maximum(self._v, -self._V), self._V)
-        a0 = np.minimum(np.maximum(self._a, -self._A), self._A)
-        p, v, a = np.empty_like(q), np.empty_like(q), np.empty_like(q)
+        v0 = [x if -limit <= x <= limit else min(max(x, -limit), limit) for x, limit in zip(self._vl, self._Vl)]
+        a0 = [x if -limit <= x <= limit else min(max(x, -limit), limit) for x, limit in zip(self._al, self._Al)]
+        p, v, a = list(self._zeros_l), list(self._zeros_l), list(self._zeros_l)  # every joint is in one group
         failed = []
         for group in self._groups:
-            i = group.index
-            step = group.step(self._p[i], v0[i], a0[i], q[i], vq[i], aq[i], dt)
-            p[i], v[i], a[i] = step.positions, step.velocities, step.accelerations
+            i, joints = group.index, group.span
+            if joints is not None:  # contiguous joints (every built-in robot): slices of the per-joint lists
+                step = group.step(self._pl[joints], v0[joints], a0[joints], q[joints], vq[joints], aq[joints], dt)
+                p[joints], v[joints], a[joints] = step.positions, step.velocities, step.accelerations
+            else:
+                step = group.step(*([x[j] for j in i] for x in (self._pl, v0, a0, q, vq, aq)), dt)
+                for j, x, y, z in zip(i, step.positions, step.velocities, step.accelerations):
+                    p[j], v[j], a[j] = x, y, z
             if step.error is not None:
-                failed.extend(i.tolist())
-                events.append(Intervention("trajectory", self._arm_of[i[0]], None, float(q[i[0]]), float(p[i[0]]),
+                failed.extend(i)
+                events.append(Intervention("trajectory", self._arm_of[i[0]], None, q[i[0]], p[i[0]],
                                            f"no trajectory toward the target ({step.error}): braking"))
             elif accepted:
                 for k in step.late:
                     if abs(step.positions[k] - q[i[k]]) > self.config.tracking_tolerance:
-                        events.append(self._late(int(i[k]), float(step.durations[k]), dt))
+                        events.append(self._late(i[k], q[i[k]], step.durations[k], dt))
         if failed:
-            p[failed], v[failed], a[failed] = self._stop_lists(failed, dt)
+            for j, x, y, z in zip(failed, *self._stop_lists(failed, dt)):
+                p[j], v[j], a[j] = x, y, z
         state = self._keep_stoppable(p, v, a, dt, events)
         poses = []
         for guard in self._arms:
@@ -447,15 +479,15 @@ class SafetyFilter:
             poses.append(pose)
         return self._commit(now, *state, "ok" if accepted else "hold", events, poses)
 
-    def _late(self, i: int, duration: float, dt: float) -> Intervention:
-        """The target of joint i is out of reach this period: name the limit that makes it so."""
-        q, p, v = float(self._target[i]), float(self._p[i]), float(self._v[i])
+    def _late(self, i: int, q: float, duration: float, dt: float) -> Intervention:
+        """The target q of joint i is out of reach this period: name the limit that makes it so."""
+        p, v = self._pl[i], self._vl[i]
         if abs(q - p) / dt > self._Vl[i]:
             limit, needed, allowed = "velocity", abs(q - p) / dt, self._Vl[i]
         elif 2 * abs(q - p - v * dt) / dt**2 > self._Al[i]:
             limit, needed, allowed = "acceleration", 2 * abs(q - p - v * dt) / dt**2, self._Al[i]
         else:
-            limit, needed, allowed = "jerk", 6 * abs(q - p - v * dt - 0.5 * self._a[i] * dt**2) / dt**3, self._Jl[i]
+            limit, needed, allowed = "jerk", 6 * abs(q - p - v * dt - 0.5 * self._al[i] * dt**2) / dt**3, self._Jl[i]
         reach = f"{duration:.3f} s to reach it" if math.isfinite(duration) else "no profile reaches it exactly"
         return Intervention(limit, self._arm_of[i], self.robot.joint_names[i], q, _NAN,
                             f"target needs {needed:.4g} > {limit} limit {allowed:.4g} over one {dt * 1e3:.1f} ms step "
@@ -467,26 +499,30 @@ class SafetyFilter:
         """Per candidate state (joint index[k] at p[k], v[k], a[k]): does the stop from it stay in range and under
         the velocity limit? Returns (ok, excess, (rest, high, low)) as lists: `excess` is the stop's worst position
         overshoot (<= tolerance when ok), the extent its displacement at rest, highest and lowest."""
-        A, J, V, lower, upper = self._Al, self._Jl, self._Vl, self._lower_l, self._upper_l
-        extent = stop_extent(v, a, [A[i] for i in index], [J[i] for i in index])
+        A, J, V, lower, upper = self._Al, self._Jl, self._V_slack, self._lower_l, self._upper_l
+        if index is not self._every:
+            A, J, V, lower, upper = ([x[i] for i in index] for x in (A, J, V, lower, upper))
+        extent = stop_extent(v, a, A, J)
         ok, excess = [], []
-        for i, pk, vk, ak, high, low in zip(index, p, v, a, extent[1], extent[2]):
-            over = max(pk + high - upper[i], lower[i] - (pk + low))
-            peak = abs(vk + ak * abs(ak) / (2.0 * J[i]))
-            ok.append(over <= _POSITION_TOL and peak <= V[i] * (1 + _RATE_TOL))
+        for pk, vk, ak, high, low, Jk, Vk, lo, hi in zip(p, v, a, extent[1], extent[2], J, V, lower, upper):
+            over = pk + high - hi
+            under = lo - (pk + low)
+            if under > over:  # max(over, under), without the call: this loop is per joint per candidate
+                over = under
+            ok.append(over <= _POSITION_TOL and abs(vk + ak * abs(ak) / (2.0 * Jk)) <= Vk)
             excess.append(over)
         return ok, excess, extent
 
     def _stop_lists(self, index: list[int], dt: float):
         """End (p, v, a) of the stop over dt from the commanded state, for joints `index`, as lists."""
-        dx, v, a = stop_state([self._v[i] for i in index], [self._a[i] for i in index],
+        dx, v, a = stop_state([self._vl[i] for i in index], [self._al[i] for i in index],
                               [self._Al[i] for i in index], [self._Jl[i] for i in index], dt)
-        return [self._p[i] + d for i, d in zip(index, dx)], v, a
+        return [self._pl[i] + d for i, d in zip(index, dx)], v, a
 
     def _keep_stoppable(self, p, v, a, dt, events):
         """Per joint, mix the step with the stop where the stop from the step's end would leave the range. Returns
-        (p, v, a, extent)."""
-        ok, excess, extent = self._admissible(self._every, p.tolist(), v.tolist(), a.tolist())
+        (p, v, a, extent), all lists."""
+        ok, excess, extent = self._admissible(self._every, p, v, a)
         if all(ok):
             return p, v, a, extent
         f = [i for i, good in enumerate(ok) if not good]
@@ -495,7 +531,8 @@ class SafetyFilter:
         shares = self._largest_shares(f, wanted, stop, [excess[i] for i in f])
         mixed = _mix(shares, wanted, stop)
         p, v, a = p.copy(), v.copy(), a.copy()
-        p[f], v[f], a[f] = mixed
+        for i, x, y, z in zip(f, *mixed):
+            p[i], v[i], a[i] = x, y, z
         _, _, part = self._admissible(f, *mixed)
         for whole, values in zip(extent, part):
             for i, value in zip(f, values):
@@ -506,7 +543,7 @@ class SafetyFilter:
             else:  # its acceleration would carry the velocity over the limit while it ramps down
                 limit, why = "velocity", f"stay under {self._Vl[i]:g}"
             events.append(Intervention(
-                limit, self._arm_of[i], self.robot.joint_names[i], wanted[0][k], float(p[i]),
+                limit, self._arm_of[i], self.robot.joint_names[i], wanted[0][k], p[i],
                 f"slowed to {shares[k]:.0%} of the step so it can still {why} at the acceleration / jerk limits",
             ))
         return p, v, a, extent
@@ -533,10 +570,11 @@ class SafetyFilter:
                     high[k], high_excess[k] = trial[k], excess[k]
         return low
 
-    def _ee_check(self, guard: _ArmGuard, q: np.ndarray, v: np.ndarray, a: np.ndarray, extent, dt: float,
-                  look_ahead: bool = True):
-        """EE limits the state (q, v, a) breaks, as [(limit, requested, allowed, detail)]; the signed worst overshoot
-        in metres / radians over one step (negative: every EE limit holds); and the EE pose.
+    def _ee_check(self, guard: _ArmGuard, q: list[float], v: list[float], a: list[float], extent, dt: float,
+                  look_ahead: bool = True, exact_margin: bool = True):
+        """EE limits the state (q, v, a) (lists) breaks, as [(limit, requested, allowed, detail)]; the signed worst
+        overshoot in metres / radians over one step (negative: every EE limit holds; with `exact_margin` False, exact
+        only when something is found); and the EE pose.
 
         Checked: the EE in the box and its mean speed over the step (the FK difference from the last command); the
         EE speed bound over the whole stop from this state (_ee_speed_bound: what the next step falls back to); the
@@ -544,20 +582,24 @@ class SafetyFilter:
         inside the box shrunk by the most the path can leave the chord between two samples (skipped when reach *
         joint travel shows the stop cannot reach a wall)."""
         spec, index = guard.spec, guard.index
+        q_stop = np.array([x + d for x, d in zip(q, extent[0])])
+        q = np.array(q)
         pose = self.robot.fk(q, spec.ee_frame_id, self._data)
         point = pose.translation.tolist()
         findings: list = []
         worst = self._ee_box(guard, point, 0.0, "EE", findings)
-        stop = self.robot.fk(q + np.asarray(extent[0]), spec.ee_frame_id, self._data).translation.tolist()
+        stop = self.robot.fk(q_stop, spec.ee_frame_id, self._data).translation.tolist()
         margin = max(worst, self._ee_box(guard, stop, 0.0, "EE stopping point", findings))
         # Joint travel during the stop: back and forth when it reverses (both extremes non-zero).
         high, low = extent[1], extent[2]
-        travel = sum((high[j] - low[j]) * (2.0 if high[j] > 0.0 > low[j] else 1.0) for j in index)
+        travel = 0
+        for j in index:
+            travel += (high[j] - low[j]) * (2.0 if high[j] > 0.0 > low[j] else 1.0)
         # Rotation angle between the two poses from the trace of R_prev^T R: (trace - 1) / 2 = cos(angle).
         cosine = (float(np.vdot(guard.rotation, pose.rotation)) - 1.0) / 2.0
         mean = (math.dist(point, guard.translation) / dt, math.acos(min(max(cosine, -1.0), 1.0)) / dt)
         allowed = (spec.max_ee_linear_speed, spec.max_ee_angular_speed)
-        bound = self._ee_speed_bound(guard, q, v, a, travel, allowed)
+        bound = self._ee_speed_bound(guard, q, v, a, travel, allowed, exact_margin)
         for k, (limit, unit) in enumerate((("ee_linear_speed", "m/s"), ("ee_angular_speed", "rad/s"))):
             speed = max(mean[k], bound[k])
             margin = max(margin, (speed - allowed[k]) * dt)
@@ -569,7 +611,8 @@ class SafetyFilter:
             margin = max(margin, self._ee_path_in_box(guard, q, v, a, findings))
         return findings, margin, pose
 
-    def _ee_speed_bound(self, guard: _ArmGuard, q, v, a, travel: float, allowed) -> tuple[float, float]:
+    def _ee_speed_bound(self, guard: _ArmGuard, q, v, a, travel: float, allowed, exact: bool = True
+                        ) -> tuple[float, float]:
         """Upper bounds of the EE linear and angular speed over the whole stop from (q, v, a).
 
         During its stop each joint's velocity stays between 0, v_i and its value once its acceleration is ramped to
@@ -577,28 +620,51 @@ class SafetyFilter:
         point is a vertex (every subset of the joints at one end of their interval): an exact bound whatever order
         the joints stop in. The Jacobian itself changes over the stop by at most reach (linear) or 1 (angular) per
         radian of joint travel, per unit of joint speed: added. Cheaper, looser bounds are tried first: |J_i| <=
-        reach (linear) and 1 (angular), then the triangle inequality with the actual |J_i|."""
+        reach (linear) and 1 (angular), then the triangle inequality with the actual |J_i|. With `exact` False the
+        caller only asks whether both bounds are within `allowed`, and any bound under them may be returned."""
         index, J = guard.index, self._Jl
         lo, hi = [], []
-        for j in index:
-            vj, aj = float(v[j]), float(a[j])
+        for j in index:  # lo = min(v, ahead, 0), hi = max(v, ahead, 0), without the calls (per joint per candidate)
+            vj, aj = v[j], a[j]
             ahead = vj + aj * abs(aj) / (2.0 * J[j])
-            lo.append(min(vj, ahead, 0.0))
-            hi.append(max(vj, ahead, 0.0))
+            low = high = vj
+            if ahead < low:
+                low = ahead
+            if ahead > high:
+                high = ahead
+            lo.append(0.0 if 0.0 < low else low)
+            hi.append(0.0 if 0.0 > high else high)
         width = sum(hi) - sum(lo)
         drift = travel * width
         linear, angular = guard.reach * (width + drift), width + drift
         if linear <= allowed[0] and angular <= allowed[1]:
             return linear, angular
         jacobian = self.robot.frame_jacobian(q, guard.spec.ee_frame_id, self._data)[:, guard.columns]
-        lo, span = np.array(lo), np.array(hi) - np.array(lo)
+        span = [h - l for h, l in zip(hi, lo)]
+        if not exact:
+            # Bounds in floats, which round unlike numpy's (BLAS) sums but cost a fraction of numpy's calls here: used
+            # only to show the limits hold, when the staged value itself is not needed. The triangle bound, then
+            # where that is not enough the zonotope's bounding box, which is far cheaper than its vertices.
+            x, y, z, wx, wy, wz = rows = jacobian.tolist()
+            linear = angular = 0.0
+            for jx, jy, jz, jwx, jwy, jwz, width_i in zip(x, y, z, wx, wy, wz, span):
+                linear += sqrt(jx * jx + jy * jy + jz * jz) * width_i
+                angular += sqrt(jwx * jwx + jwy * jwy + jwz * jwz) * width_i
+            linear, angular = linear + guard.reach * drift, angular + drift
+            if linear > allowed[0]:
+                linear = _box_norm(rows[:3], lo, hi) + guard.reach * drift
+            if angular > allowed[1]:
+                angular = _box_norm(rows[3:], lo, hi) + drift
+            if linear <= allowed[0] and angular <= allowed[1]:
+                return linear, angular
+        lo, span = np.array(lo), np.array(span)
         linear, angular = (np.sqrt(np.add.reduceat(jacobian * jacobian, _XYZ_ROWS, axis=0)) @ span).tolist()
         bounds = [linear + guard.reach * drift, angular + drift]
         for k, rows in enumerate((slice(0, 3), slice(3, 6))):
             if bounds[k] > allowed[k]:
                 part = jacobian[rows]
                 vertices = part @ lo + guard.vertices @ (part * span).T
-                bounds[k] = math.sqrt(float(np.max(np.einsum("ij,ij->i", vertices, vertices))))
+                bounds[k] = math.sqrt(float(np.einsum("ij,ij->i", vertices, vertices).max()))
                 bounds[k] += (guard.reach if k == 0 else 1.0) * drift
         return bounds[0], bounds[1]
 
@@ -606,8 +672,9 @@ class SafetyFilter:
         """Signed worst overshoot of `point` out of the box shrunk by `shrink`; adds a finding when it is out."""
         worst = -math.inf
         for k, (x, lo, hi) in enumerate(zip(point, guard.lower_l, guard.upper_l)):
-            over = max(x - hi, lo - x) + shrink
-            worst = max(worst, over)
+            over = (lo - x if lo - x > x - hi else x - hi) + shrink  # max(x - hi, lo - x), without the call
+            if over > worst:
+                worst = over
             if over > _POSITION_TOL:
                 findings.append(("workspace", x, hi - shrink if x > hi - shrink else lo + shrink,
                                  f"{label} {'xyz'[k]} = {x:.4f} m outside [{lo + shrink:.4f}, {hi - shrink:.4f}]"))
@@ -618,7 +685,7 @@ class SafetyFilter:
         the most the EE path can leave the chord to the next sample."""
         index, frame = guard.index, guard.spec.ee_frame_id
         A, J = [self._Al[i] for i in index], [self._Jl[i] for i in index]
-        v, a = v[index].tolist(), a[index].tolist()
+        v, a = [v[j] for j in index], [a[j] for j in index]
         durations, peaks = stop_duration(v, a, A, J)
         gap = max(durations) / _STOP_SAMPLES
         dx, _ = stop_samples(v, a, A, J, [gap * k for k in range(1, _STOP_SAMPLES + 1)])
@@ -641,7 +708,9 @@ class SafetyFilter:
         lower end (share 0, the stop, was checked with look-ahead as the last command); then the full check on the
         result, quartering the share until it passes (else the stop). Returns the state and its EE pose."""
         p, v, a, extent = state
-        findings, worst, pose = self._ee_check(guard, p, v, a, extent, dt)
+        # The margin is needed only when something is found, and a speed bound within the limits cannot be the
+        # largest term then (a finding exceeds 0 by more than the rounding), so the cheaper bound will do.
+        findings, worst, pose = self._ee_check(guard, p, v, a, extent, dt, exact_margin=False)
         if not findings:
             return state, pose
         i = guard.index
@@ -651,7 +720,8 @@ class SafetyFilter:
             mixed = _mix([share] * len(i), step, stop)
             ok, _, part = self._admissible(i, *mixed)
             cp, cv, ca = p.copy(), v.copy(), a.copy()
-            cp[i], cv[i], ca[i] = mixed
+            for j, x, y, z in zip(i, *mixed):
+                cp[j], cv[j], ca[j] = x, y, z
             cext = tuple(list(x) for x in extent)
             for whole, values in zip(cext, part):
                 for j, value in zip(i, values):
@@ -686,10 +756,14 @@ class SafetyFilter:
     # --- commit ------------------------------------------------------------------------------------------------------
 
     def _commit(self, now, p, v, a, extent, state, events, poses=None) -> SafeCommand:
-        self._t, self._p, self._v, self._a = now, p, v, a
+        """Commit the state (p, v, a), lists, as the command at `now`."""
+        lists = p, v, a
+        p, v, a = np.array(p), np.array(v), np.array(a)
+        self._t = now
+        self._set_state(p, v, a, lists)
         for k, guard in enumerate(self._arms):
             pose = poses[k] if poses is not None else self.robot.fk(p, guard.spec.ee_frame_id, self._data)
-            guard.translation, guard.rotation = pose.translation.tolist(), np.array(pose.rotation)
+            guard.translation, guard.rotation = pose.translation.tolist(), pose.rotation.copy()
         if self._relaxed:
             self._tighten(p, extent)
         return self._emit(SafeCommand(now, p, v, a, state, tuple(events), self._segment))
@@ -704,16 +778,34 @@ class SafetyFilter:
             spec = guard.spec
             stop = self.robot.fk(p + rest, spec.ee_frame_id, self._data).translation
             point = np.asarray(guard.translation)
-            guard.lower = np.where(np.minimum(point, stop) >= spec.workspace_min, spec.workspace_min, guard.lower)
-            guard.upper = np.where(np.maximum(point, stop) <= spec.workspace_max, spec.workspace_max, guard.upper)
+            guard.set_box(np.where(np.minimum(point, stop) >= spec.workspace_min, spec.workspace_min, guard.lower),
+                          np.where(np.maximum(point, stop) <= spec.workspace_max, spec.workspace_max, guard.upper))
             relaxed = relaxed or bool((guard.lower < spec.workspace_min).any() or (guard.upper > spec.workspace_max).any())
         self._relaxed = relaxed
 
     def _emit(self, command: SafeCommand, remember: bool = True) -> SafeCommand:
         if remember:
             self._last = command
-        self._counter.add(command.interventions)
+        if command.interventions:
+            self._counter.add(command.interventions)
         return command
+
+
+def _box_norm(rows: list[list[float]], lo: list[float], hi: list[float]) -> float:
+    """Upper bound of |M x| over the box lo <= x <= hi (M given by its rows): the norm of the farthest corner of the
+    bounding box of the image, each coordinate at its own extreme."""
+    total = 0.0
+    for row in rows:
+        up = down = 0.0
+        for m, low, high in zip(row, lo, hi):
+            at_low, at_high = m * low, m * high
+            if at_low > at_high:
+                at_low, at_high = at_high, at_low
+            up += at_high
+            down += at_low
+        extreme = up if up > -down else -down
+        total += extreme * extreme
+    return sqrt(total)
 
 
 def _mix(share: Sequence[float], step, stop):

@@ -40,7 +40,29 @@ def stop_extent(v: Iterable[float], a: Iterable[float], A: Iterable[float], J: I
     highest >= 0 >= lowest."""
     rest, highest, lowest = [], [], []
     for vi, ai, Ai, Ji in zip(v, a, A, J):
-        sigma, vc, ac, ap, t1, t2, t3 = _profile(vi, ai, Ai, Ji)
+        if vi == 0.0 and ai == 0.0:  # at rest (a still gripper, a stopped arm): no stop to take
+            rest.append(0.0)
+            highest.append(0.0)
+            lowest.append(0.0)
+            continue
+        # _profile, inlined: this runs for every joint of every candidate state of every control step.
+        if vi + ai * abs(ai) / (2.0 * Ji) >= 0.0:
+            sigma, vc, ac = 1.0, vi, ai
+        else:
+            sigma, vc, ac = -1.0, -vi, -ai
+        ap2 = Ji * vc + 0.5 * ac * ac
+        ap = 0.0
+        if ap2 > 0.0:
+            ap = sqrt(ap2)
+            if Ai < ap:
+                ap = Ai
+        t1 = (ac + ap) / Ji
+        if t1 < 0.0:
+            t1 = 0.0
+        t2 = (vc + ac * ac / (2.0 * Ji) - ap * ap / Ji) / Ai
+        if t2 < 0.0:
+            t2 = 0.0
+        t3 = ap / Ji
         v1 = vc + t1 * (ac - 0.5 * Ji * t1)
         x1 = t1 * (vc + t1 * (0.5 * ac - Ji * t1 / 6.0))
         v2 = v1 - ap * t2

@@ -12,8 +12,10 @@ moves the whole arm along one coordinated path; each gripper is planned on its o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from itertools import chain
 from math import sqrt
+from typing import NamedTuple
 
 import numpy as np
 import ruckig
@@ -22,107 +24,131 @@ import ruckig
 _ON_TIME = 1e-9
 # Fraction of the velocity limit a chased target may move at: the arm must be faster than the target to catch up.
 _CHASE_SPEED = 0.9
-_NONE = np.zeros(0, dtype=int)
 _FOUND = (ruckig.Result.Working, ruckig.Result.Finished)
 # Below this (rad, rad/s, rad/s^2) a joint group on a still target is at rest: Ruckig's landing leaves ~1e-17 residues.
 _AT_REST = 1e-12
 
 
-@dataclass
-class GroupStep:
-    positions: np.ndarray
-    velocities: np.ndarray
-    accelerations: np.ndarray
-    late: np.ndarray  # local indices of joints that cannot reach the target within dt
-    durations: np.ndarray  # each joint's own shortest time to its target
+class GroupStep(NamedTuple):
+    """End state of one period of a group's step, as lists (local joint order)."""
+
+    positions: list[float]
+    velocities: list[float]
+    accelerations: list[float]
+    late: list[int]  # local indices of joints that cannot reach the target within dt
+    durations: list[float]  # each joint's own shortest time to its target
     error: str | None = None  # Ruckig found no trajectory: the caller brakes this group
 
 
 class TrackingGroup:
-    """Joints planned together (one arm, time-synchronised; or one gripper)."""
+    """Joints planned together (one arm, time-synchronised; or one gripper).
+
+    The filter's hot path works on Python lists (per-joint floats), so the group takes and returns lists: for 1-7
+    joints, numpy's per-call overhead costs more than the arithmetic, and Ruckig reads and returns lists anyway.
+    """
 
     def __init__(self, index: np.ndarray, velocity: np.ndarray, acceleration: np.ndarray, jerk: np.ndarray):
-        self.index = index
-        n = len(index)
+        self.index = [int(i) for i in index]
+        n = len(self.index)
+        # Contiguous joints: a slice of the filter's per-joint lists (cheaper than gathering them one by one), else None.
+        first = self.index[0]
+        self.span = slice(first, first + n) if self.index == list(range(first, first + n)) else None
         self._otg = ruckig.Ruckig(n)
         self._input = ruckig.InputParameter(n)
         self._trajectory = ruckig.Trajectory(n)
-        self._velocity = velocity[index]
-        self._input.max_velocity = self._velocity.tolist()
-        self._input.max_acceleration = acceleration[index].tolist()
-        self._input.max_jerk = jerk[index].tolist()
+        self._velocity = velocity[index].tolist()
+        self._chase_velocity = (_CHASE_SPEED * velocity[index]).tolist()
         self._zeros = [0.0] * n
+        self._input.max_velocity = self._velocity
+        # The chase (see step) has its own input: its targets are always zero, its velocity limits shifted.
+        self._chase = ruckig.InputParameter(n)
+        for inp in (self._input, self._chase):
+            inp.max_acceleration = acceleration[index].tolist()
+            inp.max_jerk = jerk[index].tolist()
+        self._chase.target_position = self._chase.target_velocity = self._chase.target_acceleration = self._zeros
 
-    def step(self, p, v, a, q, vq, aq, dt: float) -> GroupStep:
+    def step(self, p: list[float], v: list[float], a: list[float], q: list[float], vq: list[float], aq: list[float],
+             dt: float) -> GroupStep:
         """One period from (p, v, a) (within the limits) toward target (q, vq, aq) at the commanded time + dt."""
-        current, target = (p.tolist(), v.tolist(), a.tolist()), (q.tolist(), vq.tolist(), aq.tolist())
-        if all(abs(x) <= _AT_REST for x in (*current[1], *current[2], *target[1], *target[2])) and all(
-                abs(x - y) <= _AT_REST for x, y in zip(current[0], target[0])):
-            return GroupStep(p, np.zeros_like(v), np.zeros_like(a), _NONE, _NONE)  # at rest on a still target
+        rest = _AT_REST
+        # min / max first: a moving group fails them at once, without a generator.
+        if -rest <= min(v) and max(v) <= rest and all(-rest <= x <= rest for x in chain(v, a, vq, aq)) and all(
+                -rest <= x - y <= rest for x, y in zip(p, q)):
+            return GroupStep(p, self._zeros, self._zeros, [], [])  # at rest on a still target
         inp, trajectory = self._input, self._trajectory
-        inp.current_position, inp.current_velocity, inp.current_acceleration = current
-        inp.target_position, inp.target_velocity, inp.target_acceleration = target
+        inp.current_position, inp.current_velocity, inp.current_acceleration = p, v, a
+        inp.target_position, inp.target_velocity, inp.target_acceleration = q, vq, aq
         inp.minimum_duration = dt
         deadline = dt * (1 + _ON_TIME)
-        durations = np.full(len(p), np.inf)
+        durations = None
         try:
             if self._otg.calculate(inp, trajectory) in _FOUND:
                 if trajectory.duration <= deadline:
-                    return GroupStep(*(np.array(x) for x in trajectory.at_time(dt)), _NONE, _NONE)
-                durations = np.asarray(trajectory.independent_min_durations)
+                    return GroupStep(*trajectory.at_time(dt), [], [])
+                durations = trajectory.independent_min_durations
         except ruckig.RuckigError:
             pass  # a target state Ruckig cannot reach exactly (e.g. moving at the velocity limit): chase it instead
+        if durations is None:
+            durations = [math.inf] * len(p)
         # Chase the target in the frame moving with its velocity: there it is a fixed point, the time-optimal
         # interception is Ruckig's ordinary problem, and the velocity limits shift by that velocity.
-        drift = np.minimum(np.maximum(vq, -_CHASE_SPEED * self._velocity), _CHASE_SPEED * self._velocity)
-        inp.current_position = (p - q + drift * dt).tolist()
-        inp.current_velocity = (v - drift).tolist()
-        inp.target_position = inp.target_velocity = inp.target_acceleration = self._zeros
-        inp.max_velocity = (self._velocity - drift).tolist()
-        inp.min_velocity = (-self._velocity - drift).tolist()
-        inp.minimum_duration = None
+        drift = [x if -c <= x <= c else min(max(x, -c), c) for x, c in zip(vq, self._chase_velocity)]
+        chase = self._chase
+        chase.current_position = [(pk - qk) + d * dt for pk, qk, d in zip(p, q, drift)]
+        chase.current_velocity = [vk - d for vk, d in zip(v, drift)]
+        chase.current_acceleration = a
+        chase.max_velocity = [limit - d for limit, d in zip(self._velocity, drift)]
+        chase.min_velocity = [-limit - d for limit, d in zip(self._velocity, drift)]
         try:
-            result = self._otg.calculate(inp, trajectory)
+            result = self._otg.calculate(chase, trajectory)
         except ruckig.RuckigError as exc:
             lines = [line.split(" input:")[0] for line in str(exc).splitlines() if line.startswith("[ruckig]")]
             return self._failed(p, v, a, (lines or ["ruckig error"])[0])
-        finally:
-            inp.max_velocity = self._velocity.tolist()
-            inp.min_velocity = None
         if result not in _FOUND:
             return self._failed(p, v, a, f"ruckig result {result.name}")
-        positions, velocities, accelerations = (np.array(x) for x in trajectory.at_time(dt))
-        late = np.flatnonzero(durations > deadline)
-        if late.size == 0:
-            # Synchronisation alone made the arm late (no profile of exactly dt exists): blame the slowest joint.
-            late = np.array([int(np.argmax(durations))])
-        return GroupStep(positions + q, velocities + drift, accelerations, late, durations)
+        positions, velocities, accelerations = trajectory.at_time(dt)
+        late = [k for k, duration in enumerate(durations) if duration > deadline]
+        if not late:
+            # Synchronisation alone made the arm late (no profile of exactly dt exists): blame the slowest joint (the
+            # first of equally slow ones).
+            late = [max(range(len(durations)), key=durations.__getitem__)]
+        return GroupStep([x + qk for x, qk in zip(positions, q)], [x + d for x, d in zip(velocities, drift)],
+                         accelerations, late, durations)
 
     @staticmethod
     def _failed(p, v, a, message: str) -> GroupStep:
-        return GroupStep(p, v, a, np.arange(len(p)), np.full(len(p), np.inf), message)
+        return GroupStep(p, v, a, list(range(len(p))), [math.inf] * len(p), message)
 
 
-def target_rates(history: list[tuple[float, np.ndarray]], lower: list[float], upper: list[float],
-                 velocity: list[float], acceleration: list[float], jerk: list[float]) -> tuple[np.ndarray, np.ndarray]:
+def target_rates(history: list[tuple[float, list[float]]], lower: list[float], upper: list[float],
+                 velocity: list[float], acceleration: list[float],
+                 jerk: list[float]) -> tuple[list[float], list[float]]:
     """Velocity and acceleration of the target stream at its newest target: those of the parabola through the last
-    three targets (a line through two; zero for one). Kept only where the stream is a motion the joint could follow
-    (within its velocity and acceleration limits: a jump is not) and away from the position limits; the acceleration
-    is cut so the velocity limit is never overshot while it ramps to zero (|v + a|a|/2J| <= V)."""
+    three targets (a line through two; zero for one), as lists. Kept only where the stream is a motion the joint could
+    follow (within its velocity and acceleration limits: a jump is not) and away from the position limits; the
+    acceleration is cut so the velocity limit is never overshot while it ramps to zero (|v + a|a|/2J| <= V)."""
     if len(history) < 2:
-        zeros = np.zeros(len(lower))
+        zeros = [0.0] * len(lower)
         return zeros, zeros
     (t1, q1), (t2, q2) = history[-2:]
-    q1, q2 = q1.tolist(), q2.tolist()
-    q0, t0 = (history[0][1].tolist(), history[0][0]) if len(history) == 3 else (None, None)
+    h21 = t2 - t1
+    three = len(history) == 3  # else a line through two: no curvature (q0 is then a placeholder)
+    t0, q0 = history[0] if three else (t1, q1)
+    h10, h20 = t1 - t0, t2 - t0
     rates, accelerations = [], []
-    for k, (q, vmax, amax, jmax) in enumerate(zip(q2, velocity, acceleration, jerk)):
-        slope = (q - q1[k]) / (t2 - t1)
-        curve = (slope - (q1[k] - q0[k]) / (t1 - t0)) / (t2 - t0) if q0 is not None else 0.0
-        v, a = slope + curve * (t2 - t1), 2.0 * curve
-        if not (abs(v) <= vmax and abs(a) <= amax and lower[k] < q < upper[k]):
+    for q, p, o, lo, hi, vmax, amax, jmax in zip(q2, q1, q0, lower, upper, velocity, acceleration, jerk):
+        slope = (q - p) / h21
+        curve = (slope - (p - o) / h10) / h20 if three else 0.0
+        v, a = slope + curve * h21, 2.0 * curve
+        if not (-vmax <= v <= vmax and -amax <= a <= amax and lo < q < hi):
             v = a = 0.0
-        a = min(max(a, -sqrt(2.0 * jmax * (vmax + v))), sqrt(2.0 * jmax * (vmax - v)))
+        # a = min(max(a, floor), ceiling), spelled out: this runs per joint per control step.
+        floor = -sqrt(2.0 * jmax * (vmax + v))
+        if floor > a:
+            a = floor
+        ceiling = sqrt(2.0 * jmax * (vmax - v))
+        if ceiling < a:
+            a = ceiling
         rates.append(v)
         accelerations.append(a)
-    return np.array(rates), np.array(accelerations)
+    return rates, accelerations

@@ -18,12 +18,15 @@ class Watchdog:
         self.config = config
         self.positions = np.full(nq, np.nan)  # latest measured position per joint
         self._state_stamps = np.full(nq, -math.inf)
+        self._oldest = -math.inf  # the oldest joint's stamp (-inf until every joint was measured)
         self.last_command = -math.inf
 
     def state_seen(self, index: np.ndarray, positions: np.ndarray, stamp: float) -> None:
+        """Positions of joints `index` measured at `stamp` (finite); older than a joint's last measurement: ignored."""
         newer = stamp >= self._state_stamps[index]
         self.positions[index[newer]] = positions[newer]
         self._state_stamps[index[newer]] = stamp
+        self._oldest = float(self._state_stamps.min())
 
     def command_seen(self, now: float) -> None:
         self.last_command = now
@@ -33,11 +36,11 @@ class Watchdog:
 
     @property
     def state_complete(self) -> bool:
-        return bool(np.all(np.isfinite(self._state_stamps)))
+        return self._oldest > -math.inf
 
     def state_age(self, now: float) -> float:
         """Seconds since the oldest joint's last measurement (inf before every joint was measured; >= 0)."""
-        return max(0.0, now - float(self._state_stamps.min()))
+        return max(0.0, now - self._oldest)
 
     def command_age(self, now: float) -> float:
         return max(0.0, now - self.last_command)
