@@ -38,3 +38,19 @@ def ros_context(ros_domain_id):
     rclpy.init(context=context, domain_id=ros_domain_id)
     yield context
     context.try_shutdown()
+
+
+@pytest.fixture(scope="module")
+def franka():
+    """The built-in Franka RobotModel (one per test module)."""
+    from vla_ros.core.robot import load_robot
+
+    return load_robot("franka")
+
+
+@pytest.fixture(scope="module")
+def aloha():
+    """The built-in ALOHA RobotModel (one per test module)."""
+    from vla_ros.core.robot import load_robot
+
+    return load_robot("aloha")

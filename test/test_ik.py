@@ -319,7 +319,6 @@ def test_unreachable_pose_gets_best_effort_motion_and_a_flag():
 
 def test_wrist_singularity_is_damped_not_amplified():
     model = robot("ur5")
-    arm = model.arms[0]
     ik = DifferentialIK(model)
     q = np.array([0.0, -1.2, 1.2, -1.5, 0.0, 0.0])  # wrist_2 = 0: wrist_1 and wrist_3 axes aligned
     ik.reset(q)

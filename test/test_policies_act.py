@@ -14,7 +14,6 @@ from policies_helpers import observation
 from vla_ros.core.errors import ConfigError
 from vla_ros.core.policies import ObservationError, make_policy
 from vla_ros.core.policies.act import ACTConfig, ACTNetwork
-from vla_ros.core.robot import load_robot
 from vla_ros.core.types import BadChunkError
 
 CAMERAS = ("cam_high", "cam_left_wrist")
@@ -32,11 +31,6 @@ def tiny_config(**overrides) -> ACTConfig:
     )
     fields.update(overrides)
     return ACTConfig(**fields).check()
-
-
-@pytest.fixture(scope="module")
-def aloha():
-    return load_robot("aloha")
 
 
 @pytest.fixture(scope="module")

@@ -20,11 +20,6 @@ from vla_ros.core.types import Observation
 Z = 0.02  # the baseline's default target_z: the centre of a 2 cm ball on a table at z = 0
 
 
-@pytest.fixture(scope="module")
-def franka():
-    return load_robot("franka")
-
-
 def pixel(policy, robot, target, q=None, size=None) -> tuple[float, float] | None:
     """Where a base-frame point projects in the policy's camera, or None when outside the image (20 px margin)."""
     spec = next(c for c in robot.cameras if c.name == policy.camera_name)

@@ -9,17 +9,6 @@ from bag_helpers import (compressed_image_msg, float_array_msg, image_msg, joint
 
 from vla_ros.core.images import ImageError
 from vla_ros.core.replay.messages import CommandReader, JointStateReader, UnusableMessage, image_rgb
-from vla_ros.core.robot import load_robot
-
-
-@pytest.fixture(scope="module")
-def franka():
-    return load_robot("franka")
-
-
-@pytest.fixture(scope="module")
-def aloha():
-    return load_robot("aloha")
 
 
 @pytest.mark.parametrize("flavor", ["rosbags", "rclpy"])

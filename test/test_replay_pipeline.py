@@ -14,16 +14,6 @@ from vla_ros.core.robot import load_robot
 from vla_ros.core.types import ActionChunk, ActionSpace, BadChunkError, GripperConvention, PolicyMetadata
 
 
-@pytest.fixture(scope="module")
-def franka():
-    return load_robot("franka")
-
-
-@pytest.fixture(scope="module")
-def aloha():
-    return load_robot("aloha")
-
-
 def _space(kind: str, robot, arms=None, gripper=GripperConvention()):
     arms = tuple(arms or (a.name for a in robot.arms))
     return ActionSpace(kind, arms=arms, gripper=gripper, joints_per_arm=tuple(len(robot.arm(a).joints) for a in arms))

@@ -26,11 +26,6 @@ ACTIONS_TOPIC = "/vla_ros/actions"
 EE_SPACE = ActionSpace("ee_delta")
 
 
-@pytest.fixture(scope="module")
-def franka():
-    return load_robot("franka")
-
-
 def _ee_actions(duration: float) -> tuple[np.ndarray, np.ndarray]:
     """A 10 Hz ee_delta stream; times from integer nanoseconds, as a bag stores them."""
     steps = int(duration * 10) + 10

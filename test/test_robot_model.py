@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from robot_helpers import JOINTS, TOOL, dh_config, dh_fk, dh_urdf, write_dh_robot
 from vla_ros.cli import main as cli_main

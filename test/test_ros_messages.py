@@ -7,7 +7,7 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 
 from vla_ros.core.ik import EECommand
 from vla_ros.core.images import ImageError
-from vla_ros.core.robot import CameraSpec, load_robot
+from vla_ros.core.robot import CameraSpec
 from vla_ros.ros.messages import (JointStateCache, JointStateError, ee_commands_from_msg, fill_ee_command,
                                   fill_image, fill_joint_state, image_from_compressed, image_from_msg)
 
@@ -82,11 +82,6 @@ def test_unsupported_encoding_and_wrong_size_are_one_line_errors_naming_the_topi
         image_from_msg(short, CAMERA)
     with pytest.raises(ImageError, match="cannot decode"):
         image_from_compressed(CompressedImage(format="jpeg", data=b"not a jpeg"), CAMERA)
-
-
-@pytest.fixture(scope="module")
-def aloha():
-    return load_robot("aloha")
 
 
 def test_joint_states_mapped_by_name_with_source_prefix(aloha):

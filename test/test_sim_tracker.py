@@ -10,11 +10,6 @@ from vla_ros.core.sim.tracker import JointCommandError, JointTracker, TrackerCon
 
 
 @pytest.fixture(scope="module")
-def franka():
-    return load_robot("franka")
-
-
-@pytest.fixture(scope="module")
 def widowx():
     return load_robot("widowx")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 
-import numpy as np
 import pinocchio as pin
 
 from vla_ros.core.robot import RobotModel, load_robot
