@@ -10,7 +10,7 @@ from std_msgs.msg import Float64MultiArray
 from ros_helpers import wait_for
 from vla_ros.core.robot import load_robot
 from vla_ros.ros import qos
-from vla_ros.ros.bringup import start_graph, _spin_each
+from vla_ros.ros.bringup import start_graph, spin_each
 from vla_ros.ros.params import as_overrides
 from vla_ros.ros.sim_node import SimNode
 
@@ -26,7 +26,7 @@ def test_sim_node_publishes_driver_names_and_frames_and_obeys_commands(ros_conte
     probe.create_subscription(JointState, "/follower_left/joint_states", states.append, qos.SENSOR)
     probe.create_subscription(Image, "/cam_high/camera/color/image_rect_raw", frames.append, qos.SENSOR)
     command = probe.create_publisher(Float64MultiArray, "/follower_left/commands/joint_group", qos.COMMAND)
-    spinners = _spin_each([sim, probe], ros_context)
+    spinners = spin_each([sim, probe], ros_context)
     try:
         assert wait_for(lambda: states and frames, 15.0)
         names = list(states[-1].name)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -56,16 +55,6 @@ def _baseline(robot):
     return make_policy(config, robot, source=path)
 
 
-def _spin(node, context) -> tuple:
-    from rclpy.executors import SingleThreadedExecutor
-
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    thread = threading.Thread(target=executor.spin, name="spin-demo_recorder", daemon=True)
-    thread.start()
-    return executor, thread
-
-
 def main(args: argparse.Namespace) -> int:
     if not args.duration > 0:
         raise ConfigError("--duration", "", f"expected a positive number of seconds, got {args.duration}")
@@ -86,7 +75,7 @@ def main(args: argparse.Namespace) -> int:
                         overrides={"seed": args.seed})
     recorder = DemoRecorder(robot, make_adapters(robot, override), params.value(graph.policy, "markers_topic"),
                             snapshot_period=args.duration / (args.frames + 1), context=graph.context)
-    spinner = _spin(recorder, graph.context)
+    graph.add_node(recorder)
     target = graph.sim.scene.target_position()
     arm = robot.arm(graph.sim.scene.target_arm)
     data = robot.new_data()
@@ -109,9 +98,7 @@ def main(args: argparse.Namespace) -> int:
     adoptions = list(graph.policy.adoptions)
     sent = list(graph.safety.sent)
     checker_config = graph.safety.filter.config
-    spinner[0].shutdown(timeout_sec=2.0)
     graph.shutdown()
-    recorder.destroy_node()
 
     checker = LimitChecker(robot, checker_config)
     violations = sum(len(checker.check(command)) for command in sent)

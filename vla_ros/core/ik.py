@@ -90,6 +90,15 @@ class EECommand:
         object.__setattr__(self, "translation", translation)
         object.__setattr__(self, "rotation", rotation)
 
+    def applied_to(self, pose: pin.SE3) -> pin.SE3:
+        """The target this command makes of `pose`: a pose replaces it, a base-frame delta composes with
+        world-aligned axes about the EE position (Bridge), an EE-frame delta composes in the EE's own axes."""
+        if self.kind == "pose":
+            return pin.SE3(self.rotation, self.translation)
+        if self.frame == "base":
+            return pin.SE3(self.rotation @ pose.rotation, pose.translation + self.translation)
+        return pose * pin.SE3(self.rotation, self.translation)
+
 
 def ee_commands_from_action(space: ActionSpace, action: np.ndarray, arm_names: Sequence[str]) -> dict[str, EECommand]:
     """One EE action vector of `space` -> {arm: EECommand}. Arms are matched by name against the robot's `arm_names`;
@@ -315,15 +324,12 @@ class DifferentialIK:
 
     def _apply_command(self, arm: _Arm, command: EECommand) -> None:
         target = self._targets[arm.name]
-        if command.kind == "pose":
-            new = pin.SE3(command.rotation, command.translation)
-        elif command.frame == "base":  # in place (the stored targets are this object's own): no SE3 construction
+        if command.kind == "delta" and command.frame == "base":
+            # EECommand.applied_to done in place (the stored targets are this object's own): the per-tick hot path
             target.rotation = command.rotation @ target.rotation
             target.translation = target.translation + command.translation
-            new = target
         else:
-            new = target * pin.SE3(command.rotation, command.translation)
-        self._targets[arm.name] = new
+            self._targets[arm.name] = command.applied_to(target)
         self._target_from_delta[arm.name] = command.kind == "delta"
 
     def _step_gripper(self, arm: _Arm, opening: float | None, dt: float, q_target: np.ndarray) -> None:

@@ -2,7 +2,7 @@
 
 The one-process graph (`vla-ros bringup`) is the path for pip-only installs: policy_node, ik_node (EE policies
 only), safety_node and optionally sim_node share one rclpy context, each node spun by its own executor thread
-(see `_spin_each` for why that beats one MultiThreadedExecutor). Parameters come
+(see `spin_each` for why that beats one MultiThreadedExecutor). Parameters come
 from config/nodes.yaml (or --params-file), with robot / policy / controller override given explicitly.
 """
 
@@ -33,7 +33,7 @@ def run_single_node(node_class, argv: list[str]) -> int:
         print(f"{node_class.__name__}: error: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
-    executor = SingleThreadedExecutor()  # see _spin_each for why not MultiThreadedExecutor
+    executor = SingleThreadedExecutor()  # see spin_each for why not MultiThreadedExecutor
     executor.add_node(node)
     try:
         executor.spin()
@@ -57,6 +57,11 @@ class Graph:
     sim: Any
     nodes: list = field(default_factory=list)
     spinners: list = field(default_factory=list)
+
+    def add_node(self, node) -> None:
+        """Spin one more node (e.g. an observer) in this graph's context; it is shut down with the graph."""
+        self.nodes.append(node)
+        self.spinners += spin_each([node], self.context)
 
     def shutdown(self) -> None:
         for executor, _ in self.spinners:
@@ -110,10 +115,10 @@ def start_graph(robot: str, policy: str, sim: bool = False, controller_interface
             node.destroy_node()
         context.try_shutdown()
         raise
-    return Graph(context, policy_node, ik, safety, sim_node, nodes, _spin_each(nodes, context))
+    return Graph(context, policy_node, ik, safety, sim_node, nodes, spin_each(nodes, context))
 
 
-def _spin_each(nodes: list, context) -> list[tuple[SingleThreadedExecutor, threading.Thread]]:
+def spin_each(nodes: list, context) -> list[tuple[SingleThreadedExecutor, threading.Thread]]:
     """One SingleThreadedExecutor and thread per node.
 
     Why not one MultiThreadedExecutor: rclpy's re-polls its wait set while a mutually exclusive group is busy,

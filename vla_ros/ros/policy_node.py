@@ -17,7 +17,6 @@ import threading
 from dataclasses import fields
 
 import numpy as np
-import pinocchio as pin
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image, JointState
@@ -286,15 +285,8 @@ def predicted_ee_paths(robot, space, actions: np.ndarray, q: np.ndarray, dt: flo
     paths = {name: [] for name in space.arms}
     for action in actions:
         for name, cmd in ee_commands_from_action(space, action, arms).items():
-            pose = poses[name]
-            if cmd.kind == "pose":
-                pose = pin.SE3(cmd.rotation, cmd.translation)
-            elif cmd.frame == "base":
-                pose = pin.SE3(cmd.rotation @ pose.rotation, pose.translation + cmd.translation)
-            else:
-                pose = pose * pin.SE3(cmd.rotation, cmd.translation)
-            poses[name] = pose
-            paths[name].append(pose.translation.copy())
+            poses[name] = cmd.applied_to(poses[name])
+            paths[name].append(poses[name].translation.copy())
     return {name: np.array(p) for name, p in paths.items()}
 
 

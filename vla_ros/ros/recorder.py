@@ -61,8 +61,9 @@ class DemoRecorder(Node):
                 self._paths[marker.ns[len(CHUNK_NAMESPACE):]] = np.array([[p.x, p.y, p.z] for p in marker.points])
 
     def _sample_measured(self) -> None:
-        if self.states.fresh(now_sec(self), 1.0):
-            self.measured.append((now_sec(self), self.states.cache.positions.copy()))
+        now = now_sec(self)
+        if self.states.fresh(now, 1.0):
+            self.measured.append((now, self.states.cache.positions.copy()))
 
     def _snapshot(self) -> None:
         if self._frame is not None:
