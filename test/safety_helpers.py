@@ -6,7 +6,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from vla_ros.core.limit_check import LimitChecker
+from vla_ros.core.safety.independent_check import LimitChecker
 from vla_ros.core.robot import RobotModel, load_robot
 from vla_ros.core.safety import SafetyConfig, SafetyFilter
 

@@ -1,4 +1,4 @@
-"""The closed-form time-optimal stop (safety_braking) against Ruckig's own profile, and its basic properties."""
+"""The closed-form time-optimal stop (core.safety.braking) against Ruckig's own profile, and its basic properties."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import ruckig
 
-from vla_ros.core.safety_braking import stop_duration, stop_extent, stop_samples, stop_state
+from vla_ros.core.safety.braking import stop_duration, stop_extent, stop_samples, stop_state
 
 
 def _ruckig_stop(v: float, a: float, A: float, J: float) -> ruckig.Trajectory:

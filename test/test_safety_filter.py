@@ -14,8 +14,8 @@ import pytest
 from safety_helpers import Rig, robot
 from vla_ros.core.errors import ConfigError
 from vla_ros.core.safety import ResetRefused, SafetyConfig, SafetyFilter
-from vla_ros.core.safety_config import SafetyLimits, default_safety_config_path
-from vla_ros.core.safety_report import LIMITS, Intervention
+from vla_ros.core.safety.config import SafetyLimits, default_safety_config_path
+from vla_ros.core.safety.report import LIMITS, Intervention
 
 
 def _joint(rig: Rig, name: str) -> int:

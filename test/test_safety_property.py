@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from safety_helpers import robot
-from vla_ros.core.limit_check import LimitChecker
+from vla_ros.core.safety.independent_check import LimitChecker
 from vla_ros.core.safety import ResetRefused, SafetyConfig, SafetyFilter
 
 ROBOTS = ["franka", "widowx", "ur5", "aloha"]

@@ -47,7 +47,7 @@ import numpy as np
 import pinocchio as pin
 
 from vla_ros.core.robot import RobotModel, builtin_robot_names, load_robot
-from vla_ros.core.limit_check import LimitChecker
+from vla_ros.core.safety.independent_check import LimitChecker
 from vla_ros.core.safety import ResetRefused, SafetyConfig, SafetyFilter
 
 EPISODE = 400  # calls per fuzz episode
@@ -291,7 +291,7 @@ def main(args: argparse.Namespace) -> int:
     if args.cases < 1 or args.ik_steps < 0:
         print("--cases must be >= 1 and --ik-steps >= 0")
         return 2
-    from vla_ros.core.safety_config import default_safety_config_path
+    from vla_ros.core.safety.config import default_safety_config_path
 
     config = SafetyConfig.from_yaml(args.config or default_safety_config_path())
     results = {}

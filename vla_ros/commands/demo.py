@@ -59,7 +59,7 @@ def main(args: argparse.Namespace) -> int:
     if not args.duration > 0:
         raise ConfigError("--duration", "", f"expected a positive number of seconds, got {args.duration}")
     from vla_ros.core import demo_report
-    from vla_ros.core.limit_check import LimitChecker
+    from vla_ros.core.safety.independent_check import LimitChecker
     from vla_ros.core.robot import load_robot
     from vla_ros.ros import params
     from vla_ros.ros.bringup import start_graph, summary

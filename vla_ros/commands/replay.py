@@ -174,7 +174,7 @@ def main(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise VlaRosError(f"--out {out}: exists and is not a directory")
     from vla_ros.core.replay.run import ReplayOptions
-    from vla_ros.core.safety_config import SafetyConfig, default_safety_config_path
+    from vla_ros.core.safety.config import SafetyConfig, default_safety_config_path
 
     options = ReplayOptions(latency=args.latency * 1e-3, jitter=args.jitter * 1e-3, seed=args.seed,
                             measured_latency=args.measured_latency, instruction=args.instruction,

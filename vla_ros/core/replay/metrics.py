@@ -17,7 +17,7 @@ import numpy as np
 import pinocchio as pin
 
 from vla_ros.core.robot import RobotModel
-from vla_ros.core.safety_report import LIMITS
+from vla_ros.core.safety.report import LIMITS
 from vla_ros.core.types import ActionSpace
 
 # Two floats that should be the same bag time can differ in the last bits after ns -> s conversions.

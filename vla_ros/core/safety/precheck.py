@@ -16,9 +16,9 @@ import numpy as np
 import pinocchio as pin
 
 from vla_ros.core.robot import ArmSpec, RobotModel
-from vla_ros.core.safety_braking import stop_extent
-from vla_ros.core.safety_config import SafetyLimits
-from vla_ros.core.safety_report import Violation
+from vla_ros.core.safety.braking import stop_extent
+from vla_ros.core.safety.config import SafetyLimits
+from vla_ros.core.safety.report import Violation
 
 _TOL = 1e-9
 

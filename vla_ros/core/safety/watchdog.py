@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from vla_ros.core.safety_config import SafetyConfig
+from vla_ros.core.safety.config import SafetyConfig
 
 
 class Watchdog:

@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 from vla_ros.core.robot import RobotModel
-from vla_ros.core.safety import SafetyConfig
+from vla_ros.core.safety.config import SafetyConfig
 
 _EPS = np.finfo(float).eps
 

@@ -3,9 +3,9 @@
 The commands form one trajectory (per segment, see below) that the filter owns: the *commanded* state (position,
 velocity, acceleration per joint at the time of the last command). Every call extends it from that state to `now`
 by a piece of a continuous trajectory with piecewise-constant jerk, and returns its end. That piece is always one of
-  - Ruckig's time-optimal step toward the target (safety_tracking), which passes a reachable target through
+  - Ruckig's time-optimal step toward the target (tracking.py), which passes a reachable target through
     unchanged,
-  - the time-optimal stop (safety_braking),
+  - the time-optimal stop (braking.py),
   - a convex combination of the two (the jerk profiles mixed pointwise),
 each within |jerk| <= J, |a| <= A, |v| <= V throughout. So the divided differences of the returned positions over
 any stamps (velocity, 2x acceleration, 6x jerk: what an independent checker recomputes from consecutive commands)
@@ -56,12 +56,12 @@ import pinocchio as pin
 
 from vla_ros.core.errors import VlaRosError
 from vla_ros.core.robot import ArmSpec, RobotModel
-from vla_ros.core.safety_braking import stop_duration, stop_extent, stop_samples, stop_state
-from vla_ros.core.safety_config import SafetyConfig, SafetyLimits
-from vla_ros.core.safety_precheck import ArmBox, precheck_trajectory
-from vla_ros.core.safety_report import InterventionCounter, Intervention, SafeCommand, Violation
-from vla_ros.core.safety_tracking import TrackingGroup, target_rates
-from vla_ros.core.watchdog import Watchdog
+from vla_ros.core.safety.braking import stop_duration, stop_extent, stop_samples, stop_state
+from vla_ros.core.safety.config import SafetyConfig, SafetyLimits
+from vla_ros.core.safety.precheck import ArmBox, precheck_trajectory
+from vla_ros.core.safety.report import InterventionCounter, Intervention, SafeCommand, Violation
+from vla_ros.core.safety.tracking import TrackingGroup, target_rates
+from vla_ros.core.safety.watchdog import Watchdog
 
 __all__ = ["ResetRefused", "SafetyConfig", "SafetyFilter", "SafeCommand", "Intervention", "Violation"]
 
@@ -108,7 +108,7 @@ class SafetyFilter:
         self.config = config or SafetyConfig()
         self.limits = SafetyLimits.of(robot, self.config)
         self._V, self._A, self._J = self.limits.velocity, self.limits.acceleration, self.limits.jerk
-        # Per-joint scalars as Python lists: the hot path works joint by joint in floats (see safety_braking).
+        # Per-joint scalars as Python lists: the hot path works joint by joint in floats (see braking.py).
         self._Vl, self._Al, self._Jl = (x.tolist() for x in (self.limits.velocity, self.limits.acceleration,
                                                               self.limits.jerk))
         self._V_slack = [x * (1 + _RATE_TOL) for x in self._Vl]  # velocity limits with the rounding slack

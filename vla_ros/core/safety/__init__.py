@@ -1,0 +1,8 @@
+"""The safety-limits filter: the last word before hardware (see filter.py for the contract, modes.py for the
+state machine a reviewer audits)."""
+
+from vla_ros.core.safety.config import SafetyConfig
+from vla_ros.core.safety.filter import ResetRefused, SafetyFilter
+from vla_ros.core.safety.report import Intervention, SafeCommand, Violation
+
+__all__ = ["Intervention", "ResetRefused", "SafeCommand", "SafetyConfig", "SafetyFilter", "Violation"]
