@@ -24,7 +24,7 @@ from visualization_msgs.msg import MarkerArray  # noqa: E402
 from vla_ros.core.types import ActionChunk, ActionSpace, GripperConvention, PolicyMetadata  # noqa: E402
 from vla_ros.ros import qos  # noqa: E402
 from vla_ros.ros.base import now_sec  # noqa: E402
-from vla_ros.ros.controllers import make_adapters  # noqa: E402
+from vla_ros.ros.controllers import ControllerInput, make_adapters  # noqa: E402
 from vla_ros.ros.messages import fill_image, fill_joint_state, source_joints  # noqa: E402
 
 
@@ -119,10 +119,11 @@ class RobotIO(Node):
         self.commands: dict[str, list[tuple[float, object]]] = {}
         self.follow = follow  # a perfectly tracking robot: the measured state is the last command
         self.adapters = make_adapters(robot, override, msg_types)
+        self.inputs = []
         for adapter in self.adapters:
             self.commands[adapter.spec.name] = []
-            self.create_subscription(adapter.msg_type, adapter.topic,
-                                     lambda m, a=adapter: self._on_command(a, m), qos.COMMAND)
+            self.inputs.append(ControllerInput(self, adapter, qos.COMMAND, self.q[robot.indices(adapter.spec.joints)],
+                                               self._on_command))
         self.markers = []  # MarkerArrays of predicted chunks
         self.create_subscription(MarkerArray, "/vla_ros/chunk_markers", self.markers.append, 10)
         self.diagnostics: dict[str, dict[str, str]] = {}  # latest /diagnostics values per status name
@@ -134,10 +135,15 @@ class RobotIO(Node):
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
 
-    def _on_command(self, adapter, msg):
-        self.commands[adapter.spec.name].append((time.monotonic(), msg))
+    def _on_command(self, source, msg, now):
+        self.commands[source.adapter.spec.name].append((time.monotonic(), msg))
         if self.follow:
-            targets = adapter.targets(msg)
+            self._follow(now)
+
+    def _follow(self, now):
+        """Where a robot that tracks its controllers perfectly is: a trajectory's desired state at `now`."""
+        for source in self.inputs:
+            targets = source.setpoints(now)
             self.q[self.robot.indices(list(targets))] = list(targets.values())
 
     def _on_diagnostics(self, msg):
@@ -156,6 +162,8 @@ class RobotIO(Node):
         if not self.publish_joints:
             return
         now = now_sec(self)
+        if self.follow:
+            self._follow(now)
         for publisher, source, joints in self.sources:
             names = [j for j in joints if j != self.drop_joint]
             q = self.q[self.robot.indices(names)]

@@ -8,6 +8,7 @@ from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
 from vla_ros.core.robot import load_robot
+from vla_ros.core.safety.controller_trajectory import ControllerTrajectory
 from vla_ros.ros.controllers import ControllerInterfaceError, make_adapters
 
 ROBOTS = ("franka", "widowx", "ur5", "aloha")
@@ -37,18 +38,38 @@ def _random_q(robot, seed=0):
     return np.random.default_rng(seed).uniform(robot.limits.lower, robot.limits.upper)
 
 
+def _trajectory(q: np.ndarray) -> ControllerTrajectory:
+    """A safety-filter controller trajectory stamped 12.5 s: the command 40 ms ahead, moving, then at rest at q."""
+    n = len(q)
+    velocities = np.vstack([np.linspace(0.1, 0.5, n), np.zeros(n)])
+    return ControllerTrajectory(12.5, np.array([0.04, 0.06]), np.vstack([q - 0.005, q]), velocities,
+                                np.vstack([np.full(n, -2.0), np.zeros(n)]))
+
+
 @pytest.mark.parametrize("name", ROBOTS)
 def test_override_round_trip_in_controller_joint_order(robots, name):
     robot = robots[name]
     q = _random_q(robot)
+    trajectory = _trajectory(q)
     for adapter in make_adapters(robot, "float64_multi_array"):
-        msg = adapter.message(q, 0.02)
+        msg = adapter.message(q, trajectory)
         spec = adapter.spec
+        index = robot.indices(spec.joints)
         if spec.interface == "joint_trajectory":
             assert isinstance(msg, JointTrajectory)
             assert msg.joint_names == [j.removeprefix(spec.prefix) for j in spec.joints]
-            assert msg.points[0].positions.tolist() == pytest.approx(q[robot.indices(spec.joints)].tolist())
-            assert msg.points[0].time_from_start.nanosec == 20_000_000
+            assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (12, 500_000_000)  # the command's time
+            assert [p.time_from_start.nanosec for p in msg.points] == [40_000_000, 60_000_000]
+            for point, p, v, a in zip(msg.points, trajectory.positions, trajectory.velocities, trajectory.accelerations):
+                assert point.positions.tolist() == pytest.approx(p[index].tolist())
+                assert point.velocities.tolist() == pytest.approx(v[index].tolist())
+                assert len(point.accelerations) == 0  # cubic interpolation is exact between the filter's points
+            assert not any(msg.points[-1].velocities)  # ends at rest, as a JointTrajectoryController requires
+            on_receipt = adapter.message(q, trajectory, start_on_receipt=True)
+            assert (on_receipt.header.stamp.sec, on_receipt.header.stamp.nanosec) == (0, 0)
+            times, positions, velocities, accelerations, start = adapter.trajectory(msg)
+            assert times == pytest.approx([0.04, 0.06]) and start == pytest.approx(12.5) and accelerations is None
+            np.testing.assert_allclose(velocities, trajectory.velocities[:, index])
         else:
             assert isinstance(msg, Float64MultiArray)
             assert len(msg.data) == len(spec.joints)
@@ -92,7 +113,7 @@ def test_interbotix_field_mapping_with_stand_in_messages(robots, name):
     q = _random_q(robot, 1)
     for adapter in make_adapters(robot, msg_types=STAND_INS):
         spec = adapter.spec
-        msg = adapter.message(q, 0.02)
+        msg = adapter.message(q)
         assert msg.name == spec.command_name
         if spec.interface == "interbotix_joint_group":
             assert isinstance(msg, StandInGroup)
@@ -115,6 +136,6 @@ def test_gripper_open_and_closed_map_to_command_range_ends(robots):
     adapter = next(a for a in make_adapters(robot, msg_types=STAND_INS) if a.spec.name == "gripper")
     q = robot.home.copy()
     q[arm.gripper.index] = arm.gripper.open
-    assert adapter.message(q, 0.02).cmd == pytest.approx(adapter.spec.command_range[0])
+    assert adapter.message(q).cmd == pytest.approx(adapter.spec.command_range[0])
     q[arm.gripper.index] = arm.gripper.closed
-    assert adapter.message(q, 0.02).cmd == pytest.approx(adapter.spec.command_range[1])
+    assert adapter.message(q).cmd == pytest.approx(adapter.spec.command_range[1])

@@ -56,7 +56,9 @@ def test_chain_commands_estop_and_stale_hold(ros_context, name, joint_policy):
             if adapter.spec.interface == "joint_trajectory":
                 assert isinstance(msg, JointTrajectory)
                 assert msg.joint_names == [j.removeprefix(adapter.spec.prefix) for j in adapter.spec.joints]
-                assert len(msg.points) == 1 and len(msg.points[0].positions) == len(adapter.spec.joints)
+                # the safety filter's trajectory: its recent commands and the stop after the newest, ending at rest
+                assert len(msg.points) >= 1 and all(len(p.positions) == len(adapter.spec.joints) for p in msg.points)
+                assert not any(msg.points[-1].velocities) and msg.header.stamp.sec > 0
             else:  # float64_multi_array, natively or as the override of interbotix / GripperCommand
                 assert isinstance(msg, Float64MultiArray)
                 assert len(msg.data) == len(adapter.spec.joints)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import ruckig
 
-from vla_ros.core.safety.braking import stop_duration, stop_extent, stop_samples, stop_state
+from vla_ros.core.safety.braking import stop_breakpoints, stop_duration, stop_extent, stop_samples, stop_state
 
 
 def _ruckig_stop(v: float, a: float, A: float, J: float) -> ruckig.Trajectory:
@@ -77,9 +77,32 @@ def test_stop_never_exceeds_the_acceleration_limit_and_is_continuous():
 def test_samples_of_the_stop_are_its_states_at_those_times():
     v, a, A, J = _states(10, seed=5)
     times = [0.0, 0.01, 0.05, 0.2, 3.0]
-    dx, vel = stop_samples(v, a, A, J, times)
+    dx, vel, acc = stop_samples(v, a, A, J, times)
     for k, t in enumerate(times):
         state = stop_state(v, a, A, J, t)
         np.testing.assert_allclose(dx[k], state[0], atol=1e-15)
         np.testing.assert_array_equal(vel[k] == 0, np.asarray(state[1]) == 0)
         np.testing.assert_allclose(vel[k], state[1], atol=1e-15)
+        np.testing.assert_allclose(acc[k], state[2], atol=1e-12)
+
+
+def test_quintic_interpolation_between_breakpoints_reproduces_the_stop_exactly():
+    """What a JointTrajectoryController does with the stop sampled at its breakpoints (position, velocity and
+    acceleration at each): each piece is a cubic, so the quintic through its end states is the stop itself."""
+    v, a, A, J = _states(12, seed=6)
+    knots = [0.0] + stop_breakpoints(v, a, A, J)
+    assert knots[-1] == pytest.approx(max(stop_duration(v, a, A, J)[0]))
+    x, vel, acc = stop_samples(v, a, A, J, knots)
+    for k in range(len(knots) - 1):
+        t0, t1 = knots[k], knots[k + 1]
+        inner = np.linspace(t0, t1, 7)[1:-1]
+        expected, _, _ = stop_samples(v, a, A, J, inner)
+        h, s = t1 - t0, (inner - t0)[:, None]
+        # quintic Hermite through (x, v, a) at both ends, as joint_trajectory_controller's interpolate_between_points
+        c3 = (20 * (x[k + 1] - x[k]) - (8 * vel[k + 1] + 12 * vel[k]) * h - (3 * acc[k] - acc[k + 1]) * h**2) / (2 * h**3)
+        c4 = (30 * (x[k] - x[k + 1]) + (14 * vel[k + 1] + 16 * vel[k]) * h + (3 * acc[k] - 2 * acc[k + 1]) * h**2) / (
+            2 * h**4)
+        c5 = (12 * (x[k + 1] - x[k]) - 6 * (vel[k + 1] + vel[k]) * h - (acc[k] - acc[k + 1]) * h**2) / (2 * h**5)
+        quintic = x[k] + vel[k] * s + acc[k] / 2 * s**2 + c3 * s**3 + c4 * s**4 + c5 * s**5
+        np.testing.assert_allclose(quintic, expected, atol=1e-9)
+    assert not vel[-1].any() and not acc[-1].any()

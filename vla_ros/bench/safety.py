@@ -48,7 +48,7 @@ import pinocchio as pin
 
 from vla_ros.core.robot import RobotModel, builtin_robot_names, load_robot
 from vla_ros.core.safety.independent_check import LimitChecker
-from vla_ros.core.safety import ResetRefused, SafetyConfig, SafetyFilter
+from vla_ros.core.safety import SafetyConfig, SafetyFilter
 
 EPISODE = 400  # calls per fuzz episode
 _WARM_UP = 50  # untimed first IK + safety ticks (first calls into pinocchio / Ruckig allocate)
@@ -107,7 +107,7 @@ class Episode:
         names, values = list(self.names), self._target().tolist()
         roll = rng.random()
         if self.mode == "bad" or roll < 0.05:
-            kind = rng.integers(8)
+            kind = rng.integers(12)
             if kind == 0:
                 values[rng.integers(len(values))] = float("nan")
             elif kind == 1:
@@ -122,6 +122,14 @@ class Episode:
                 values = values + [0.0]
             elif kind == 6:
                 values = [[v] for v in values]
+            elif kind == 7:
+                values[rng.integers(len(values))] = 10**400  # an int beyond the float range
+            elif kind == 8:
+                values = (np.asarray(values) + 1j).tolist()
+            elif kind == 9:
+                values = None
+            elif kind == 10:
+                names = None
             else:
                 names, values = [], []
         elif roll < 0.25:  # shuffled names (valid: mapping is by name)
@@ -163,15 +171,19 @@ class Episode:
         if last is not None and last.positions is not None:
             self.measured = last.positions + rng.normal(0, 1e-4, self.robot.nq)
         names, values = list(self.names), self.measured.tolist()
-        roll = rng.random()
+        roll, stamp = rng.random(), self.now
         if roll < 0.02:
             values[rng.integers(len(values))] = float("nan")
+        elif roll < 0.025:
+            values[rng.integers(len(values))] = 100.0  # impossible: outside every joint's range (refused)
+        elif roll < 0.03:
+            stamp = None
         elif roll < 0.05:
             names, values = names + ["mimic_joint"], values + [0.0]
         elif roll < 0.1:
             keep = rng.choice(len(names), size=len(names) // 2 + 1, replace=False)
             names, values = [names[k] for k in keep], [values[k] for k in keep]
-        f.update_joint_state(names, values, self.now)
+        f.update_joint_state(names, values, stamp)
 
     def run(self, timings: list[float]):
         rng, f = self.rng, self.filter
@@ -182,22 +194,37 @@ class Episode:
             self._measure()
             roll = rng.random()
             if roll < 0.005:
-                f.estop("fuzz e-stop")
+                f.estop("fuzz e-stop" if rng.random() < 0.5 else None)
             elif roll < 0.03 and (f.estopped or rng.random() < 0.1):
-                try:
-                    f.reset(self.now)
-                except ResetRefused:
-                    pass
+                f.reset(self.now if rng.random() < 0.95 else None)  # often refused (stale, moving): the point
+            now = self.now if rng.random() > 0.005 else rng.choice([None, math.nan])
             if self.mode == "idle" or rng.random() < 0.3:
                 call = None
                 start = time.perf_counter()
-                command = f.tick(self.now)
+                command = f.tick(now)
             else:
                 call = self._call()
                 start = time.perf_counter()
-                command = f.filter(call[0], call[1], self.now)
+                command = f.filter(call[0], call[1], now)
             timings.append(time.perf_counter() - start)
             yield command, call
+
+
+def controller_trajectory_problems(f: SafetyFilter, command) -> list[str]:
+    """What a JointTrajectoryController would refuse or misread in the message for `command`: times not strictly
+    increasing from > 0, the command not at controller_delay, not ending at rest."""
+    if not f.keep_trajectory or not command.sendable:
+        return []
+    sent = f.controller_trajectory()
+    problems = []
+    if sent.times[0] <= 0 or np.any(np.diff(sent.times) <= 0):
+        problems.append("controller_trajectory times not strictly increasing from > 0")
+    at = np.flatnonzero(np.isclose(sent.times, f.controller_delay, rtol=0, atol=1e-9))
+    if not at.size or not np.array_equal(sent.positions[at[0]], command.positions):
+        problems.append("controller_trajectory does not carry the command at controller_delay")
+    if sent.velocities[-1].any() or sent.accelerations[-1].any():
+        problems.append("controller_trajectory does not end at rest")
+    return problems
 
 
 def fuzz_robot(robot: RobotModel, cases: int, seed: int, config: SafetyConfig) -> dict:
@@ -213,7 +240,7 @@ def fuzz_robot(robot: RobotModel, cases: int, seed: int, config: SafetyConfig) -
             episode = Episode(robot, config, rng)
             checker = LimitChecker(robot, config)
             for command, call in episode.run(timings):
-                for problem in checker.check(command, call):
+                for problem in checker.check(command, call) + controller_trajectory_problems(episode.filter, command):
                     kinds[problem.split(" ")[0]] += 1
                     if len(examples) < 10:
                         examples.append(f"case {done} ({command.state}, {episode.mode}): {problem}")

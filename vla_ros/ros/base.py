@@ -26,7 +26,9 @@ class JointStateInput:
         from sensor_msgs.msg import JointState
 
         self.node, self.cache, self.errors = node, JointStateCache(robot), 0
-        self._on_update = on_update  # called (model joint names, positions, receipt time) for each accepted message
+        # called (model joint names, positions, velocities or None when the driver sent none, receipt time) for each
+        # accepted message
+        self._on_update = on_update
         self.last_error: str | None = None
         self._error_period = error_period
         self.subscriptions = [
@@ -45,7 +47,9 @@ class JointStateInput:
             return
         if self._on_update is not None:
             source, joints = self.cache.sources[index]
-            self._on_update(joints, self.cache.positions[self.cache.robot.indices(joints)], now)
+            rows = self.cache.robot.indices(joints)
+            velocities = self.cache.velocities[rows] if len(msg.velocity) else None
+            self._on_update(joints, self.cache.positions[rows], velocities, now)
 
     def fresh(self, now: float, timeout: float) -> bool:
         return self.cache.fresh(now, timeout)

@@ -8,7 +8,6 @@ from config/nodes.yaml (or --params-file), with robot / policy / controller over
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,32 +17,11 @@ from typing import Any
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
-from vla_ros.core.errors import VlaRosError
 from vla_ros.core.robot import load_robot
 from vla_ros.ros import params
-
-
-def run_single_node(node_class, argv: list[str]) -> int:
-    """Entry point of one node process: `<node> --ros-args --params-file config/nodes.yaml -p robot:=ur5 ...`."""
-    params.use_fastdds_profile()
-    rclpy.init(args=argv)
-    try:
-        node = node_class()
-    except VlaRosError as exc:
-        print(f"{node_class.__name__}: error: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    executor = SingleThreadedExecutor()  # see spin_each for why not MultiThreadedExecutor
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+from vla_ros.ros.ik_node import IKNode
+from vla_ros.ros.policy_node import PolicyNode
+from vla_ros.ros.safety_node import SafetyNode
 
 
 @dataclass
@@ -81,10 +59,6 @@ def start_graph(robot: str, policy: str, sim: bool = False, controller_interface
     `context`: an initialised rclpy Context to use (tests); otherwise one is created on `domain_id`.
     `policy_object`: an already-built Policy (tests inject misbehaving ones); `policy` then only names it.
     """
-    from vla_ros.ros.ik_node import IKNode
-    from vla_ros.ros.policy_node import PolicyNode
-    from vla_ros.ros.safety_node import SafetyNode
-
     params.use_fastdds_profile()
     if context is None:
         context = rclpy.Context()
@@ -97,7 +71,7 @@ def start_graph(robot: str, policy: str, sim: bool = False, controller_interface
     try:
         sim_node = None
         if sim:
-            from vla_ros.ros.sim_node import SimNode
+            from vla_ros.ros.sim_node import SimNode  # MuJoCo only when simulating (a robot PC may not have its GL)
 
             sim_node = SimNode(robot=model, **node_kwargs)
             nodes.append(sim_node)

@@ -4,8 +4,11 @@ One adapter per `controllers:` entry of the robot config. The same adapter also 
 (`targets`) so the sim node obeys exactly the topics and types the real driver would.
 
 Interfaces:
-  joint_trajectory        trajectory_msgs/JointTrajectory, one point, time_from_start = `horizon` (ros2_control
-                          JTC, UR scaled JTC, franka arm controller); header.stamp left zero = "start on receipt".
+  joint_trajectory        trajectory_msgs/JointTrajectory (ros2_control JTC, UR scaled JTC, franka arm controller): the
+                          safety filter's own trajectory, run `controller_delay` late: its last commands, the new one
+                          and the stop after it, as points with positions, velocities and accelerations
+                          (core.safety.controller_trajectory); header.stamp = the command's stamp (or zero = "start
+                          on receipt" with `start_on_receipt`, for a controller whose clock is not the graph's).
   float64_multi_array     std_msgs/Float64MultiArray, positions in the controller's joint order
                           (forward_position_controller).
   interbotix_joint_group  interbotix_xs_msgs/JointGroupCommand {name = command_name, cmd = positions}.
@@ -23,12 +26,15 @@ franka gripper run end-to-end on a pip-only install and in the sim.
 from __future__ import annotations
 
 import importlib
-from typing import Callable, Mapping
+from array import array
+from typing import Mapping
 
 import numpy as np
 
 from vla_ros.core.errors import VlaRosError
 from vla_ros.core.robot import ControllerSpec, RobotModel
+from vla_ros.core.safety.controller_trajectory import ControllerTrajectory
+from vla_ros.core.sim.trajectory_controller import TrajectoryController
 
 PACKAGE_BOUND = {
     # interface -> (module, class name, package to install)
@@ -99,19 +105,35 @@ class ControllerAdapter:
         return command
 
     # --- messages -------------------------------------------------------------------------------------------------
-    def message(self, q: np.ndarray, horizon: float):
-        """The command message for targets q; `horizon` (s) = JTC time_from_start (one control period)."""
+    def message(self, q: np.ndarray, trajectory: ControllerTrajectory | None = None, start_on_receipt: bool = False,
+                reuse: list | None = None):
+        """The command message for the command q (model joint order). joint_trajectory sends `trajectory` (the safety
+        filter's controller_trajectory(), model joint order) for this controller's joints; with `reuse` (a list the
+        caller keeps) its points are objects of that list, refilled: 4x cheaper than new ones, for a publisher that
+        is done with the previous message (rclpy serialises on publish)."""
         values = self.values(q)
         msg = self.msg_type() if not self.is_action else self.msg_type.Goal()
         if self.interface == "joint_trajectory":
             from trajectory_msgs.msg import JointTrajectoryPoint
 
+            from vla_ros.ros.messages import sec_to_stamp
+
             msg.joint_names = list(self.names)
-            point = JointTrajectoryPoint()
-            point.positions = values.tolist()
-            ns = int(round(horizon * 1e9))
-            point.time_from_start.sec, point.time_from_start.nanosec = ns // 1_000_000_000, ns % 1_000_000_000
-            msg.points = [point]
+            if not start_on_receipt:
+                sec_to_stamp(trajectory.stamp, msg.header.stamp)
+            index = self.index
+            nanoseconds = np.round(trajectory.times * 1e9).astype(np.int64).tolist()
+            # Positions and velocities only: between the trajectory's points every joint moves along one cubic, which
+            # the controller's cubic interpolation reproduces exactly (accelerations would only cost message time).
+            # array.array('d') is the message fields' own type: assigned without a per-element check.
+            points = reuse if reuse is not None else []
+            while len(points) < len(nanoseconds):
+                points.append(JointTrajectoryPoint())
+            for point, ns, p, v in zip(points, nanoseconds, trajectory.positions[:, index].tolist(),
+                                       trajectory.velocities[:, index].tolist()):
+                point.positions, point.velocities = array("d", p), array("d", v)
+                point.time_from_start.sec, point.time_from_start.nanosec = ns // 1_000_000_000, ns % 1_000_000_000
+            msg.points = points[:len(nanoseconds)]
         elif self.interface == "float64_multi_array":
             msg.data = values.tolist()
         elif self.interface == "interbotix_joint_group":
@@ -124,18 +146,28 @@ class ControllerAdapter:
             msg.command.position = float(np.asarray(q, dtype=float)[self.index[0]])
         return msg
 
+    def trajectory(self, msg) -> tuple | None:
+        """A joint_trajectory message -> (times, positions, velocities | None, accelerations | None, start | None) in
+        self.spec.joints order (start None: on receipt), or None when it lacks one of this controller's joints."""
+        lookup = {n: k for k, n in enumerate(msg.joint_names)}
+        if not msg.points or any(name not in lookup for name in self.names):
+            return None
+        columns = [lookup[name] for name in self.names]
+
+        def field(name: str):
+            rows = [getattr(point, name) for point in msg.points]
+            return None if any(len(r) == 0 for r in rows) else np.asarray(rows, dtype=float)[:, columns]
+
+        times = [point.time_from_start.sec + 1e-9 * point.time_from_start.nanosec for point in msg.points]
+        stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
+        return times, field("positions"), field("velocities"), field("accelerations"), (stamp or None)
+
     def targets(self, msg) -> dict[str, float]:
-        """A command message -> {model joint name: target joint value} (what the driver would track)."""
+        """A command message -> {model joint name: target joint value} (the set-point the driver holds in the end: for
+        a joint_trajectory its last point)."""
         if self.interface == "joint_trajectory":
-            if not msg.points:
-                return {}
-            lookup = {n: k for k, n in enumerate(msg.joint_names)}
-            positions = msg.points[-1].positions
-            out = {}
-            for model_name, name in zip(self.spec.joints, self.names):
-                if name in lookup and lookup[name] < len(positions):
-                    out[model_name] = float(positions[lookup[name]])
-            return out
+            received = self.trajectory(msg)
+            return {} if received is None else dict(zip(self.spec.joints, received[1][-1].tolist()))
         if self.interface == "float64_multi_array":
             command = np.asarray(msg.data, dtype=float)
         elif self.interface == "interbotix_joint_group":
@@ -169,10 +201,11 @@ class ControllerPort:
     """An adapter bound to a node: a publisher, or for gripper_command_action an action client that sends a new goal
     only when the target moved by more than `deadband` (goals at the control rate would pre-empt each other)."""
 
-    def __init__(self, node, adapter: ControllerAdapter, qos, horizon: float, max_effort: float = 20.0,
-                 deadband: float = 1e-3):
-        self.adapter, self.horizon = adapter, horizon
+    def __init__(self, node, adapter: ControllerAdapter, qos, max_effort: float = 20.0, deadband: float = 1e-3,
+                 start_on_receipt: bool = False):
+        self.adapter, self.start_on_receipt = adapter, start_on_receipt
         self.max_effort, self.deadband = max_effort, deadband
+        self._points: list = []  # trajectory points refilled for every message (see ControllerAdapter.message)
         self._last_goal: float | None = None
         if adapter.is_action:
             from rclpy.action import ActionClient
@@ -182,8 +215,8 @@ class ControllerPort:
         else:
             self.publisher = node.create_publisher(adapter.msg_type, adapter.topic, qos)
 
-    def send(self, q: np.ndarray) -> None:
-        msg = self.adapter.message(q, self.horizon)
+    def send(self, q: np.ndarray, trajectory: ControllerTrajectory | None = None) -> None:
+        msg = self.adapter.message(q, trajectory, self.start_on_receipt, self._points)
         if self.publisher is not None:
             self.publisher.publish(msg)
             return
@@ -202,13 +235,53 @@ class ControllerPort:
             self._client.destroy()
 
 
-def subscribe_controller(node, adapter: ControllerAdapter, qos, callback: Callable[[dict[str, float]], None],
-                         callback_group=None):
-    """Subscribe to a controller's command topic (sim node side): callback({model joint: target})."""
-    if adapter.is_action:
-        raise ControllerInterfaceError(
-            f"controller {adapter.spec.name!r}: the sim cannot serve the {adapter.spec.interface} action "
-            f"{adapter.spec.topic}; run with --controller-interface float64_multi_array"
-        )
-    return node.create_subscription(adapter.msg_type, adapter.topic, lambda msg: callback(adapter.targets(msg)), qos,
-                                    callback_group=callback_group)
+class ControllerInput:
+    """The driver's side of one controller topic (the sim, the demo's recorder, test robots): the set-points it is
+    asked to follow, by model joint name. A joint_trajectory is followed as ros2_control's JTC does
+    (core.sim.trajectory_controller): `setpoints(now)` samples it; other interfaces hold their last command.
+    `on_message(input, msg, now)` is called for every message it accepts."""
+
+    def __init__(self, node, adapter: ControllerAdapter, qos, initial: np.ndarray, on_message=None,
+                 callback_group=None):
+        if adapter.is_action:
+            raise ControllerInterfaceError(
+                f"controller {adapter.spec.name!r}: the sim cannot serve the {adapter.spec.interface} action "
+                f"{adapter.spec.topic}; run with --controller-interface float64_multi_array"
+            )
+        from vla_ros.ros.base import now_sec
+
+        self.adapter, self.node, self._now = adapter, node, now_sec
+        self.joints = list(adapter.spec.joints)
+        self.follower = TrajectoryController(initial) if adapter.interface == "joint_trajectory" else None
+        self._held: dict[str, float] = {}
+        self.messages = self.refused = 0
+        self._on_message = on_message
+        self.subscription = node.create_subscription(adapter.msg_type, adapter.topic, self._receive, qos,
+                                                     callback_group=callback_group)
+
+    def _receive(self, msg) -> None:
+        now = self._now(self.node)
+        if self.follower is not None:
+            received = self.adapter.trajectory(msg)
+            if received is None or received[1] is None:
+                self.refused += 1
+                return
+            times, positions, velocities, accelerations, start = received
+            self.follower.receive(now, times, positions, velocities, accelerations, start)
+        else:
+            targets = self.adapter.targets(msg)
+            if not targets:
+                self.refused += 1
+                return
+            self._held = targets
+        self.messages += 1
+        if self._on_message is not None:
+            self._on_message(self, msg, now)
+
+    def setpoints(self, now: float) -> dict[str, float]:
+        """{model joint: set-point at `now`} ({} before the first message)."""
+        if self.follower is None:
+            return self._held
+        if not self.messages:
+            return {}
+        return dict(zip(self.joints, self.follower.sample(now)[0].tolist()))

@@ -19,6 +19,7 @@ from vla_ros.core.errors import VlaRosError
 from vla_ros.core.ik import DifferentialIK, IKConfig
 from vla_ros.ros import diagnostics, params, qos
 from vla_ros.ros.base import JointStateInput, now_sec
+from vla_ros.ros.entry import run_single_node
 from vla_ros.ros.messages import EE_COMMAND_TOPIC, JOINT_COMMAND_TOPIC, ee_commands_from_msg, fill_joint_state, stamp_to_sec
 
 PARAMETERS = {
@@ -102,8 +103,6 @@ class IKNode(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vla_ros.ros.bringup import run_single_node
-
     return run_single_node(IKNode, sys.argv if argv is None else argv)
 
 

@@ -33,6 +33,7 @@ from vla_ros.core.types import ActionChunk, Observation
 from vla_ros.ros import diagnostics, params, qos
 from vla_ros.ros.base import JointStateInput, now_sec
 from vla_ros.ros.markers import chunk_markers
+from vla_ros.ros.entry import run_single_node
 from vla_ros.ros.messages import (EE_COMMAND_TOPIC, JOINT_COMMAND_TOPIC, fill_ee_command, fill_joint_state,
                                   image_from_compressed, image_from_msg, stamp_to_sec)
 
@@ -291,8 +292,6 @@ def predicted_ee_paths(robot, space, actions: np.ndarray, q: np.ndarray, dt: flo
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vla_ros.ros.bringup import run_single_node
-
     return run_single_node(PolicyNode, sys.argv if argv is None else argv)
 
 

@@ -16,7 +16,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from vla_ros.core.robot import RobotModel
 from vla_ros.ros import qos
 from vla_ros.ros.base import JointStateInput, now_sec
-from vla_ros.ros.controllers import ControllerAdapter, subscribe_controller
+from vla_ros.ros.controllers import ControllerAdapter, ControllerInput
 from vla_ros.ros.messages import image_from_msg
 
 CHUNK_NAMESPACE = "vla_ros/chunk/"
@@ -36,8 +36,8 @@ class DemoRecorder(Node):
         self._paths: dict[str, np.ndarray] = {}
         self._frame: tuple[float, np.ndarray] | None = None
         self.arm_commands = 0  # messages on the first controller topic (the arm's)
-        for k, adapter in enumerate(adapters):
-            subscribe_controller(self, adapter, qos.COMMAND, lambda targets, first=k == 0: self._on_command(targets, first))
+        self.inputs = [ControllerInput(self, adapter, qos.COMMAND, robot.home[robot.indices(adapter.spec.joints)],
+                                       self._on_command) for adapter in adapters]
         camera = robot.cameras[0]
         self.camera = camera
         self.create_subscription(Image, camera.topic, self._on_image, qos.SENSOR)
@@ -45,10 +45,10 @@ class DemoRecorder(Node):
         self.create_timer(1.0 / robot.control_rate_hz, self._sample_measured)
         self.create_timer(snapshot_period, self._snapshot)
 
-    def _on_command(self, targets: dict[str, float], first: bool) -> None:
-        now = now_sec(self)
+    def _on_command(self, source: ControllerInput, msg, now: float) -> None:
+        targets = source.setpoints(now)
         with self._lock:
-            self.arm_commands += first
+            self.arm_commands += source is self.inputs[0]
             self._q_command[self.robot.indices(list(targets))] = list(targets.values())
             self.commands.append((now, self._q_command.copy()))
 

@@ -1,38 +1,46 @@
 """safety_node: the last word before hardware, a thin shell over core.safety.SafetyFilter and the controller adapters.
 
 Joint targets (/vla_ros/joint_command, by name, stamped with the tick time) go through the filter at once and the
-resulting command is published to the robot's real controller interface(s) (vla_ros.ros.controllers). When targets
-stop arriving, a timer (every 1.5 control periods) keeps calling the filter, which holds and then brings the arm to
-a graded stop (its own watchdogs on joint-state and target age). Services (std_srvs/Trigger):
+resulting command is published to the robot's real controller interface(s) (vla_ros.ros.controllers): a trajectory
+controller gets the filter's own trajectory (its last commands and the stop after the new one, see
+core.safety.controller_trajectory), position interfaces the commanded positions. When targets stop arriving, a timer
+keeps calling the filter once the controller delay has passed since the last call, so the arm holds toward the last
+target and then comes to a graded stop (the filter's own watchdogs on joint-state and target age). Services
+(std_srvs/Trigger):
   ~/estop   latch the e-stop: the filter brakes to rest at the limits and refuses targets
   ~/reset   clear it and re-anchor on the measured state (refused while joint states are stale or the arm moves)
-Every intervention is counted and published on /diagnostics with the filter state.
+Mode changes (not_ready / tracking / stopping / estop) are logged once each with their reason, rate-limited; every
+intervention is counted and published on /diagnostics with the filter state.
 """
 
 from __future__ import annotations
 
 import sys
-from collections import deque
+from collections import Counter, deque
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 
-from vla_ros.core.safety import ResetRefused, SafetyConfig, SafetyFilter
+from vla_ros.core.errors import ConfigError
+from vla_ros.core.safety import SafetyConfig, SafetyFilter
 from vla_ros.ros import diagnostics, params, qos
 from vla_ros.ros.base import JointStateInput, now_sec
 from vla_ros.ros.controllers import ControllerPort, make_adapters
+from vla_ros.ros.entry import run_single_node
 from vla_ros.ros.messages import JOINT_COMMAND_TOPIC, stamp_to_sec
 
 PARAMETERS = {
     "joint_command_topic": JOINT_COMMAND_TOPIC,
     "safety_config": "",  # a safety YAML (config/safety.yaml schema); empty = config/safety.yaml defaults
     "command_timeout": 0.1,  # s: a target stamped longer ago than this is refused (it was meant for an older tick)
-    "trajectory_horizon": 0.0,  # s: JTC time_from_start of each point; 0 = one control period
+    "trajectory_start": "stamp",  # joint_trajectory header.stamp: "stamp" (the command's time) or "receipt" (zero)
     "gripper_max_effort": 20.0,  # N, gripper_command_action goals
     "diagnostics_period": 1.0,
+    "transition_log_period": 2.0,  # s: the same mode change is logged at most once per this period (others counted)
 }
+_ERROR_LIMITS = ("input", "estop", "state_stale", "command_stale", "time", "not_ready", "reset")
 
 
 class SafetyNode(Node):
@@ -41,13 +49,16 @@ class SafetyNode(Node):
         params.declare(self, PARAMETERS)
         self.robot = robot or params.robot_from_params(self)
         path = params.value(self, "safety_config")
-        self.filter = SafetyFilter(self.robot, SafetyConfig.from_yaml(path, self.robot) if path else None)
-        self.dt = 1.0 / self.robot.control_rate_hz
-        self.command_timeout = params.value(self, "command_timeout")
-        horizon = params.value(self, "trajectory_horizon") or self.dt
         adapters = make_adapters(self.robot, params.value(self, "controller_interface_override"), msg_types)
-        self.ports = [ControllerPort(self, a, qos.COMMAND, horizon, params.value(self, "gripper_max_effort"))
-                      for a in adapters]
+        trajectory = any(a.interface == "joint_trajectory" for a in adapters)
+        self.filter = SafetyFilter(self.robot, SafetyConfig.from_yaml(path, self.robot) if path else None,
+                                   keep_trajectory=trajectory)
+        self.command_timeout = params.value(self, "command_timeout")
+        start = params.value(self, "trajectory_start")
+        if start not in ("stamp", "receipt"):
+            raise ConfigError("safety_node", "trajectory_start", f"expected stamp or receipt, got {start!r}")
+        self.ports = [ControllerPort(self, a, qos.COMMAND, params.value(self, "gripper_max_effort"),
+                                     start_on_receipt=start == "receipt") for a in adapters]
         self.states = JointStateInput(self, self.robot, on_update=self._on_joint_state)
         self.topic = params.value(self, "joint_command_topic")
         self.create_subscription(JointState, self.topic, self._on_target, qos.COMMAND)
@@ -55,19 +66,26 @@ class SafetyNode(Node):
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._last_call = -float("inf")  # node time of the last filter call
+        self._sent_timeline = None  # timeline time of the last command published (a repeat is not re-sent)
         self.state = "not_ready"  # SafeCommand.state of the last command
-        self.counts = {"commands": 0, "targets": 0, "stale_targets": 0}
+        self.mode = "not_ready"  # the filter's mode after the last call
+        self.counts = {"commands": 0, "targets": 0, "stale_targets": 0, "hold_ticks": 0}
+        self.states_seen: Counter[str] = Counter()  # commands by SafeCommand.state
+        self.transitions: Counter[str] = Counter()  # mode changes, "from -> to"
+        self._logged: dict[str, tuple[float, int]] = {}  # transition -> (last logged node time, suppressed since)
+        self._log_period = params.value(self, "transition_log_period")
         # The last minute of sent commands (SafeCommand, with stamps and segments) for independent re-checks.
         self.sent: deque = deque(maxlen=int(60 * self.robot.control_rate_hz))
         self.last_error = ""
-        # Restarted by every target, so it fires only once targets stop (no wake-ups competing with the target path);
-        # 1.5 periods so a target with ordinary jitter is never preceded by a spurious hold command. While holding,
-        # the filter is ticked every 1.5 periods (its braking is exact for any call spacing).
-        self._watchdog_timer = self.create_timer(1.5 * self.dt, self._watchdog)
+        # Restarted by every call, so it fires only once targets are late by the controller delay: until then the
+        # controller still executes the last command's trajectory, and a target with ordinary jitter (or a loaded
+        # machine's) is never preceded by a hold command. While holding, it ticks the filter at that period (its
+        # braking is exact for any call spacing).
+        self._watchdog_timer = self.create_timer(self.filter.controller_delay, self._watchdog)
         self.create_timer(params.value(self, "diagnostics_period"), self._publish_diagnostics)
 
-    def _on_joint_state(self, names, positions, now: float) -> None:
-        for problem in self.filter.update_joint_state(names, positions, now):
+    def _on_joint_state(self, names, positions, velocities, now: float) -> None:
+        for problem in self.filter.update_joint_state(names, positions, now, velocities):
             self._error(problem.detail)
 
     def _on_target(self, msg: JointState) -> None:
@@ -80,30 +98,50 @@ class SafetyNode(Node):
             return
         self.counts["targets"] += 1
         self._send(self.filter.filter(msg.name, msg.position, now), now)
-        self._watchdog_timer.reset()
 
     def _watchdog(self) -> None:
         now = now_sec(self)
-        if now - self._last_call > self.dt:  # targets stopped: the filter holds, then stops the arm
+        if now - self._last_call >= self.filter.controller_delay * 0.999:  # targets stopped: hold, then stop the arm
+            self.counts["hold_ticks"] += 1
             self._send(self.filter.tick(now), now)
 
     def _send(self, command, now: float) -> None:
         self._last_call = now
+        self._watchdog_timer.reset()
         for intervention in command.interventions:
-            if intervention.limit in ("input", "estop", "state_stale", "command_stale", "time"):
+            if intervention.limit in _ERROR_LIMITS:
                 self._error(intervention.detail)
-        if command.state != self.state:
-            # rclpy fixes one severity per call site, hence two calls
-            if command.state in ("stopping", "estop"):
-                self.get_logger().warning(f"state {self.state} -> {command.state}")
-            else:
-                self.get_logger().info(f"state {self.state} -> {command.state}")
-            self.state = command.state
-        if command.sendable:
+        self.states_seen[command.state] += 1
+        self.state = command.state
+        if self.filter.mode != self.mode:
+            self._log_transition(self.mode, self.filter.mode, command, now)
+            self.mode = self.filter.mode
+        if command.sendable and command.timeline != self._sent_timeline:
+            trajectory = self.filter.controller_trajectory() if self.filter.keep_trajectory else None
             for port in self.ports:
-                port.send(command.positions)
+                port.send(command.positions, trajectory)
+            self._sent_timeline = command.timeline
             self.counts["commands"] += 1
             self.sent.append(command)
+
+    def _log_transition(self, before: str, after: str, command, now: float) -> None:
+        """Once per mode change with its reason; the same change again within transition_log_period is counted and
+        reported with the next one logged."""
+        key = f"{before} -> {after}"
+        self.transitions[key] += 1
+        last, suppressed = self._logged.get(key, (-float("inf"), 0))
+        if now - last < self._log_period:
+            self._logged[key] = (last, suppressed + 1)
+            return
+        self._logged[key] = (now, 0)
+        reasons = "; ".join(dict.fromkeys(i.detail for i in command.interventions if i.limit in _ERROR_LIMITS))
+        text = f"mode {key}" + (f": {reasons}" if reasons else "") + (
+            f" ({suppressed} more in the last {now - last:.1f} s)" if suppressed else "")
+        # rclpy fixes one severity per call site, hence two calls
+        if after in ("stopping", "estop"):
+            self.get_logger().warning(text)
+        else:
+            self.get_logger().info(text)
 
     def _error(self, message: str) -> None:
         self.last_error = message
@@ -113,27 +151,23 @@ class SafetyNode(Node):
         self.filter.estop("~/estop service")
         now = now_sec(self)
         self._send(self.filter.tick(now), now)  # start braking now, not at the next timer
-        self.get_logger().error("E-STOP latched: braking to rest; targets refused until ~/reset")
         self._publish_diagnostics()
         response.success, response.message = True, "e-stop latched; call ~/reset to resume"
         return response
 
     def _on_reset(self, request, response):
-        try:
-            self.filter.reset(now_sec(self))
-        except ResetRefused as exc:
-            response.success, response.message = False, str(exc)
-            return response
-        self.get_logger().info("reset: re-anchored on the measured state, accepting targets")
-        response.success, response.message = True, "reset; accepting targets"
+        result = self.filter.reset(now_sec(self))
+        if result:
+            self.get_logger().info("reset: re-anchoring on the measured state, accepting targets")
+        response.success, response.message = result.accepted, result.reason
         return response
 
     def _publish_diagnostics(self) -> None:
         now = now_sec(self)
         estopped = self.filter.estopped
-        level = diagnostics.ERROR if estopped else diagnostics.OK if self.state == "ok" else diagnostics.WARN
+        level = diagnostics.ERROR if estopped else diagnostics.OK if self.state in ("ok", "hold") else diagnostics.WARN
         message = f"E-STOP latched ({self.filter.estop_reason})" if estopped else self.state
-        values = {"state": self.state, "estop": estopped, **self.counts,
+        values = {"state": self.state, "mode": self.mode, "estop": estopped, **self.counts,
                   **{f"intervention.{k}": v for k, v in self.filter.intervention_counts().items()},
                   "joint_state_errors": self.states.errors, "last_error": self.last_error,
                   "controllers": ", ".join(f"{p.adapter.spec.name}:{p.adapter.interface}@{p.adapter.topic}"
@@ -143,8 +177,6 @@ class SafetyNode(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vla_ros.ros.bringup import run_single_node
-
     return run_single_node(SafetyNode, sys.argv if argv is None else argv)
 
 

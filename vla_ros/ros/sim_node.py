@@ -1,7 +1,8 @@
 """sim_node: a simulated robot that looks like the real drivers from the outside, a thin shell over core.sim.
 
 - obeys the robot's controller topics with their configured (or overridden) message types, through the same
-  controller adapters the safety node publishes with, and feeds the set-points to a JointTracker;
+  controller adapters the safety node publishes with, and feeds the set-points to a JointTracker (a joint trajectory
+  is followed as a JointTrajectoryController does: sampled at every servo update);
 - publishes every joint_states source of the robot config with the driver's names (source prefix stripped, e.g.
   ALOHA's /follower_left/joint_states carries `waist`, not `follower_left/waist`);
 - renders every configured camera with core.sim.SimScene (MuJoCo) and publishes rgb8 frames stamped with the
@@ -24,7 +25,8 @@ from vla_ros.core.sim.scene import SimScene
 from vla_ros.core.sim.tracker import JointTracker, TrackerConfig
 from vla_ros.ros import params, qos
 from vla_ros.ros.base import now_sec
-from vla_ros.ros.controllers import make_adapters, subscribe_controller
+from vla_ros.ros.controllers import ControllerInput, make_adapters
+from vla_ros.ros.entry import run_single_node
 from vla_ros.ros.messages import fill_image, fill_joint_state, source_joints
 
 PARAMETERS = {
@@ -47,12 +49,11 @@ class SimNode(Node):
         target = list(params.value(self, "target_xyz"))
         self.scene = SimScene(self.robot, target_xyz=target if len(target) == 3 else None, seed=params.value(self, "seed"))
         self.q = self.robot.home.copy()
-        self.commands_received = 0
         self.command_errors = 0
 
         self.adapters = make_adapters(self.robot, params.value(self, "controller_interface_override"))
-        for adapter in self.adapters:
-            subscribe_controller(self, adapter, qos.COMMAND, self._on_command)
+        self.inputs = [ControllerInput(self, adapter, qos.COMMAND, self.q[self.robot.indices(adapter.spec.joints)],
+                                       self._on_command) for adapter in self.adapters]
         # Real drivers publish reliable joint states; a best-effort subscriber matches either.
         self.joint_publishers = [
             (self.create_publisher(JointState, source.topic, qos.COMMAND), source, joints, self.robot.indices(joints))
@@ -67,18 +68,23 @@ class SimNode(Node):
         self._renderer = threading.Thread(target=self._render_loop, name="sim-render", daemon=True)
         self._renderer.start()
 
-    def _on_command(self, targets: dict[str, float]) -> None:
-        if not targets:
-            return
+    @property
+    def commands_received(self) -> int:
+        return sum(i.messages for i in self.inputs)
+
+    def _on_command(self, source: ControllerInput, msg, now: float) -> None:
+        targets = source.setpoints(now)
         try:
-            self.tracker.command(list(targets.values()), now_sec(self), self.robot.indices(list(targets)))
-            self.commands_received += 1
+            self.tracker.command(list(targets.values()), now, self.robot.indices(list(targets)))
         except VlaRosError as exc:
             self.command_errors += 1
             self.get_logger().error(f"command refused: {exc}", throttle_duration_sec=2.0)
 
     def _publish_joint_states(self) -> None:
         now = now_sec(self)
+        for source in self.inputs:  # a trajectory's set-point moves between messages
+            if source.follower is not None and source.messages:
+                self._on_command(source, None, now)
         q, qd = self.tracker.step(now)
         self.q = q
         for publisher, source, joints, index in self.joint_publishers:
@@ -105,8 +111,6 @@ class SimNode(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vla_ros.ros.bringup import run_single_node
-
     return run_single_node(SimNode, sys.argv if argv is None else argv)
 
 

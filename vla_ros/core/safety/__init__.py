@@ -2,7 +2,7 @@
 state machine a reviewer audits)."""
 
 from vla_ros.core.safety.config import SafetyConfig
-from vla_ros.core.safety.filter import ResetRefused, SafetyFilter
-from vla_ros.core.safety.report import Intervention, SafeCommand, Violation
+from vla_ros.core.safety.filter import SafetyFilter
+from vla_ros.core.safety.report import Intervention, ResetResult, SafeCommand, Violation
 
-__all__ = ["Intervention", "ResetRefused", "SafeCommand", "SafetyConfig", "SafetyFilter", "Violation"]
+__all__ = ["Intervention", "ResetResult", "SafeCommand", "SafetyConfig", "SafetyFilter", "Violation"]

@@ -111,11 +111,17 @@ def stop_state(v: Iterable[float], a: Iterable[float], A: Iterable[float], J: It
 
 def stop_samples(v: Iterable[float], a: Iterable[float], A: Iterable[float], J: Iterable[float],
                  times: Iterable[float]):
-    """(displacement, velocity) of each joint's stop at each of `times`: two (times x joints) arrays. The one
-    batched evaluation of the filter (many samples per call), so numpy."""
-    sigma, vc, ac, ap, t1, t2, t3 = (np.array(x) for x in zip(*map(_profile, v, a, A, J)))
-    J = np.asarray(J)
-    t = np.asarray(times)[:, None]
+    """(displacement, velocity, acceleration) of each joint's stop at each of `times`: three (times x joints) arrays.
+    The batched evaluation of the filter (many samples per call), so numpy, the profile too (_profile per joint)."""
+    v, a, A, J = (np.asarray(x, dtype=float) for x in (v, a, A, J))
+    sigma = np.where(v + a * np.abs(a) / (2.0 * J) >= 0.0, 1.0, -1.0)
+    vc, ac = sigma * v, sigma * a
+    ap2 = J * vc + 0.5 * ac * ac
+    ap = np.minimum(np.sqrt(np.maximum(ap2, 0.0)), A)
+    t1 = np.maximum((ac + ap) / J, 0.0)
+    t2 = np.maximum((vc + ac * ac / (2.0 * J) - ap * ap / J) / A, 0.0)
+    t3 = ap / J
+    t = np.asarray(times, dtype=float)[:, None]
     tau1 = np.minimum(t, t1)
     tau2 = np.clip(t - t1, 0.0, t2)
     tau3 = np.clip(t - t1 - t2, 0.0, t3)
@@ -125,8 +131,23 @@ def stop_samples(v: Iterable[float], a: Iterable[float], A: Iterable[float], J: 
     v_b = v_a - ap * tau2
     x_b = x_a + tau2 * (v_a - 0.5 * ap * tau2)
     dx = sigma * (x_b + tau3 * (v_b + tau3 * (0.5 * a_a + J * tau3 / 6.0)))
-    velocity = np.where(t >= t1 + t2 + t3, 0.0, sigma * (v_b + tau3 * (a_a + 0.5 * J * tau3)))
-    return dx, velocity
+    over = t >= t1 + t2 + t3
+    velocity = np.where(over, 0.0, sigma * (v_b + tau3 * (a_a + J * tau3 * 0.5)))
+    acceleration = np.where(over, 0.0, sigma * (a_a + J * tau3))
+    return dx, velocity, acceleration
+
+
+def stop_breakpoints(v: Iterable[float], a: Iterable[float], A: Iterable[float], J: Iterable[float]) -> list[float]:
+    """The times (sorted, > 0) at which some joint's stop from (v, a) changes phase, the last one being when every
+    joint is at rest. Between two of them every joint's stop is one cubic polynomial, so the stop sampled there (with
+    velocity and acceleration) is reproduced exactly by quintic interpolation: what a JointTrajectoryController does."""
+    times = set()
+    for vi, ai, Ai, Ji in zip(v, a, A, J):
+        if vi == 0.0 and ai == 0.0:
+            continue
+        _, _, _, _, t1, t2, t3 = _profile(vi, ai, Ai, Ji)
+        times.update(x for x in (t1, t1 + t2, t1 + t2 + t3) if x > 0.0)
+    return sorted(times)
 
 
 def _state(profile, J: float, t: float) -> tuple[float, float, float]:

@@ -62,7 +62,7 @@ class LimitChecker:
             return problems + ["non-finite or mis-shaped command"]
         if command.state == "stopped" and (np.any(command.velocities) or np.any(command.accelerations)):
             problems.append("state stopped while moving")
-        stamp = command.stamp
+        stamp = command.timeline  # the filter's timeline: smooth across clock jumps (the stamp is the clock's)
         if command.segment != self.segment:
             return problems + self._start_segment(command, p)
         if stamp == self.times[-1]:
@@ -81,7 +81,8 @@ class LimitChecker:
         """A segment starts at the measured position at rest: earlier history is that position held."""
         self.segment = command.segment
         self.seg_lower, self.seg_upper = np.minimum(self.lower, p), np.maximum(self.upper, p)
-        self.times = [command.stamp - 3.0, command.stamp - 2.0, command.stamp - 1.0, command.stamp]
+        stamp = command.timeline
+        self.times = [stamp - 3.0, stamp - 2.0, stamp - 1.0, stamp]
         self.points = [p] * 4
         self.boxes = {}
         for arm in self.robot.arms:
@@ -158,11 +159,16 @@ class LimitChecker:
         return []
 
     def _valid(self, names, values) -> bool:
-        try:
-            values = np.asarray(values, dtype=float)
-        except (TypeError, ValueError):
+        if names is None or isinstance(names, (str, bytes)) or values is None:
             return False
-        names = list(names)
+        try:
+            raw = np.asarray(values)
+            if raw.dtype.kind not in "iuf":  # complex, bool, text, objects (e.g. ints beyond float range)
+                return False
+            values = raw.astype(float)
+            names = list(names)
+        except (TypeError, ValueError, OverflowError):
+            return False
         return (values.ndim == 1 and len(names) == len(values) and len(names) > 0
                 and all(isinstance(n, str) and n in self.robot.joint_names for n in names)
                 and len(set(names)) == len(names) and bool(np.isfinite(values).all()))

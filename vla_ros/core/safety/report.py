@@ -12,11 +12,12 @@ import numpy as np
 
 # Intervention / violation kinds. Per joint: position (range or braking distance), velocity, acceleration, jerk,
 # trajectory (the trajectory generator found no profile: the joint group brakes). Per arm: workspace,
-# ee_linear_speed, ee_angular_speed. Whole command: input (rejected), time (a call not after the previous command,
-# or a gap in the calls), state_stale, command_stale, estop, not_ready.
+# ee_linear_speed, ee_angular_speed. Whole command: input (refused: bad target, joint state or time), time (a call
+# not after the previous command, the clock going back, a late call or a gap), state_stale, command_stale, estop,
+# not_ready, reset (a refused reset).
 LIMITS = (
     "position", "velocity", "acceleration", "jerk", "trajectory", "workspace", "ee_linear_speed", "ee_angular_speed",
-    "input", "time", "state_stale", "command_stale", "estop", "not_ready",
+    "input", "time", "state_stale", "command_stale", "estop", "not_ready", "reset",
 )
 # SafeCommand.state values.
 STATES = ("ok", "hold", "stopping", "stopped", "estop", "not_ready")
@@ -47,7 +48,9 @@ class SafeCommand:
 
     `segment` counts (re-)anchorings on the measured state: within one segment consecutive commands form one smooth
     trajectory; the first command of a segment is the measured position at rest. A call that cannot advance time
-    returns the previous command again (same stamp).
+    returns the previous command again (same stamp; re-stamped on the new clock when the clock went back).
+    `timeline`: the command's time on the filter's own timeline, which equals `stamp` until the caller's clock goes
+    back (then the timeline continues from the last command); the trajectory is smooth on the timeline.
     """
 
     stamp: float
@@ -57,10 +60,22 @@ class SafeCommand:
     state: str
     interventions: tuple[Intervention, ...]
     segment: int
+    timeline: float
 
     @property
     def sendable(self) -> bool:
         return self.positions is not None
+
+
+@dataclass(frozen=True)
+class ResetResult:
+    """The answer to SafetyFilter.reset(): accepted, or refused with the first rule that failed (modes.py)."""
+
+    accepted: bool
+    reason: str
+
+    def __bool__(self) -> bool:
+        return self.accepted
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,34 @@ class TrackingGroup:
             inp.max_acceleration = acceleration[index].tolist()
             inp.max_jerk = jerk[index].tolist()
         self._chase.target_position = self._chase.target_velocity = self._chase.target_acceleration = self._zeros
+        # How the last step was made, to evaluate it inside the period (see `breakpoints` / `sample`):
+        # ("rest", p) | ("direct", None) | ("chase", (q, drift, dt)) | ("failed", None).
+        self._last: tuple = ("failed", None)
+
+    def breakpoints(self) -> list[float]:
+        """Times after the start of the last step at which some joint's jerk changes (Ruckig's phases, its braking
+        pre-phases included): between two of them every joint moves along one cubic."""
+        if self._last[0] not in ("direct", "chase"):
+            return []
+        times = []
+        for profile in self._trajectory.profiles[0]:
+            start = 0.0
+            for duration in (*profile.brake.t, *profile.t):
+                start += duration
+                times.append(start)
+        return times
+
+    def sample(self, t: float) -> tuple[list[float], list[float], list[float]]:
+        """(p, v, a) lists of the last step at time t after its start (0 <= t <= its period)."""
+        kind, detail = self._last
+        if kind == "rest":
+            return detail, self._zeros, self._zeros
+        positions, velocities, accelerations = self._trajectory.at_time(t)
+        if kind == "chase":  # back from the frame moving with the target
+            q, drift, dt = detail
+            return ([x + qk + d * (t - dt) for x, qk, d in zip(positions, q, drift)],
+                    [x + d for x, d in zip(velocities, drift)], accelerations)
+        return positions, velocities, accelerations
 
     def step(self, p: list[float], v: list[float], a: list[float], q: list[float], vq: list[float], aq: list[float],
              dt: float) -> GroupStep:
@@ -74,6 +102,7 @@ class TrackingGroup:
         # min / max first: a moving group fails them at once, without a generator.
         if -rest <= min(v) and max(v) <= rest and all(-rest <= x <= rest for x in chain(v, a, vq, aq)) and all(
                 -rest <= x - y <= rest for x, y in zip(p, q)):
+            self._last = ("rest", p)
             return GroupStep(p, self._zeros, self._zeros, [], [])  # at rest on a still target
         inp, trajectory = self._input, self._trajectory
         inp.current_position, inp.current_velocity, inp.current_acceleration = p, v, a
@@ -84,6 +113,7 @@ class TrackingGroup:
         try:
             if self._otg.calculate(inp, trajectory) in _FOUND:
                 if trajectory.duration <= deadline:
+                    self._last = ("direct", None)
                     return GroupStep(*trajectory.at_time(dt), [], [])
                 durations = trajectory.independent_min_durations
         except ruckig.RuckigError:
@@ -106,6 +136,7 @@ class TrackingGroup:
             return self._failed(p, v, a, (lines or ["ruckig error"])[0])
         if result not in _FOUND:
             return self._failed(p, v, a, f"ruckig result {result.name}")
+        self._last = ("chase", (q, drift, dt))
         positions, velocities, accelerations = trajectory.at_time(dt)
         late = [k for k, duration in enumerate(durations) if duration > deadline]
         if not late:
@@ -115,8 +146,8 @@ class TrackingGroup:
         return GroupStep([x + qk for x, qk in zip(positions, q)], [x + d for x, d in zip(velocities, drift)],
                          accelerations, late, durations)
 
-    @staticmethod
-    def _failed(p, v, a, message: str) -> GroupStep:
+    def _failed(self, p, v, a, message: str) -> GroupStep:
+        self._last = ("failed", None)
         return GroupStep(p, v, a, list(range(len(p))), [math.inf] * len(p), message)
 
 

@@ -1,0 +1,37 @@
+"""Entry point of a node run as its own process (the console scripts and the launch file):
+`<node> --ros-args --params-file config/nodes.yaml -p robot:=ur5 ...`. Kept apart from bringup.py (which builds the
+whole graph from the nodes) so that the node modules do not import the module that imports them.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+from vla_ros.core.errors import VlaRosError
+from vla_ros.ros import params
+
+
+def run_single_node(node_class, argv: list[str]) -> int:
+    """Run one node class in this process until Ctrl-C; exit code 2 (one line on stderr) for a user error."""
+    params.use_fastdds_profile()
+    rclpy.init(args=argv)
+    try:
+        node = node_class()
+    except VlaRosError as exc:
+        print(f"{node_class.__name__}: error: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    executor = SingleThreadedExecutor()  # see bringup.spin_each for why not MultiThreadedExecutor
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
