@@ -96,10 +96,13 @@ def _numbers(text: str, kind, flag: str) -> list:
     return values
 
 
-def _executor_config(args, robot, **overrides):
+def _executor_config(args, robot, policy_defaults=None, **overrides):
+    """Command-line flags over the executor settings the policy prescribes (policy_defaults) over the core's."""
     from vla_ros.core.executor import ExecutorConfig
 
-    values = {field: getattr(args, dest) for dest, field in _EXECUTOR_FLAGS.items() if getattr(args, dest) is not None}
+    values = dict(policy_defaults or {})
+    values.update({field: getattr(args, dest) for dest, field in _EXECUTOR_FLAGS.items()
+                   if getattr(args, dest) is not None})
     values.update(overrides)
     return ExecutorConfig(control_dt=1.0 / robot.control_rate_hz, **values)
 
@@ -198,7 +201,7 @@ def _replay(args, robot, remaps, options, safety, out: Path) -> int:
 
     with Bag(args.bag, remaps) as bag:
         policy, action_skips = _policy(args, robot, bag)
-        config = _executor_config(args, robot)
+        config = _executor_config(args, robot, policy.metadata.executor)
         progress = _Progress(f"replay {Path(args.bag).name}")
         try:
             record = run_replay(bag, robot, policy, config, options, safety_config=safety, progress=progress.to)

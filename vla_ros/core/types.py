@@ -147,6 +147,9 @@ class PolicyMetadata:
     normalization: Mapping[str, object] | None = None
     supports_prefix: bool = False  # can condition on a frozen action prefix (real-time chunking)
     is_baseline: bool = False  # a classical controller, not a learned VLA
+    # executor settings the policy itself prescribes (e.g. a LeRobot checkpoint's n_action_steps or temporal
+    # ensembling, as ExecutorConfig fields); settings the user gives the node explicitly win
+    executor: Mapping[str, object] = field(default_factory=dict)
 
 
 @runtime_checkable

@@ -66,13 +66,18 @@ class _Frame:
 class PolicyNode(Node):
     def __init__(self, *, robot=None, policy=None, **node_kwargs):
         super().__init__("policy_node", **node_kwargs)
-        params.declare(self, PARAMETERS)
+        params.declare(self, {k: v for k, v in PARAMETERS.items() if not k.startswith("executor.")})
         self.robot = robot or params.robot_from_params(self)
         self.policy = policy or make_policy(params.value(self, "policy"), self.robot)
         meta = self.policy.metadata
         self.space = meta.action_space
         check_space_fits_robot(self.space, self.robot, meta.name)
         self.control_dt = 1.0 / self.robot.control_rate_hz
+        # Executor settings the policy prescribes (a LeRobot checkpoint's n_action_steps / temporal ensembling) are
+        # the defaults; values given to the node (-p, params file, overrides) still win.
+        prescribed = {name: 0 if value is None else value for name, value in meta.executor.items()}
+        params.declare(self, {f"executor.{name}": prescribed.get(name, default)
+                              for name, default in _EXECUTOR_DEFAULTS.items()})
         executor = {name: params.value(self, f"executor.{name}") for name in _EXECUTOR_DEFAULTS}
         executor.update({name: executor[name] or None for name in _OPTIONAL})
         self.chunks = ChunkExecutor(ExecutorConfig(control_dt=self.control_dt, **executor), meta)
@@ -85,6 +90,9 @@ class PolicyNode(Node):
         self.states = JointStateInput(self, self.robot)
         self.cameras = self._policy_cameras(meta.cameras)
         self._frames: dict[str, _Frame] = {}
+        # a policy with an observation history (LeRobot Diffusion, n_obs_steps > 1) is shown every new frame
+        self._observe = getattr(self.policy, "observe", None)
+        self._observed_stamp = float("-inf")
         self.image_errors = 0
         self.last_image_error = ""
         transport = params.value(self, "image_transport")
@@ -196,12 +204,26 @@ class PolicyNode(Node):
                 if observation is not None:
                     prefix = self.chunks.prefix(observation.stamp) if self.policy.metadata.supports_prefix else None
                     self.worker.request(observation, prefix)
+            if self._observe is not None:
+                self._show_frame(now)
             if tick.action is not None:
                 self._publish_action(tick.action, now)
                 newest = max(tick.sources, default=-1)
                 if newest > self._adopted_id:
                     self._adopted_id = newest
                     self.adoptions.append((now, self.accepted_stamps[newest]))
+
+    def _show_frame(self, now: float) -> None:
+        observation = self.observation(now, self._observed_stamp)
+        if observation is None:
+            return
+        self._observed_stamp = observation.stamp
+        try:
+            self._observe(observation)
+        except VlaRosError as exc:  # e.g. a frame of the wrong format: the next inference reports it too
+            self.image_errors += 1
+            self.last_image_error = str(exc)
+            self.get_logger().error(str(exc), throttle_duration_sec=5.0)
 
     def _publish_action(self, action: np.ndarray, now: float) -> None:
         try:

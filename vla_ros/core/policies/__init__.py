@@ -1,7 +1,7 @@
 """Policy backends behind one interface (`vla_ros.core.types.Policy`), built from a policy YAML by `make_policy`.
 
 A policy YAML names its backend and that backend's fields:
-    backend: colour_target_baseline | torch_local | openpi_ws | openvla_rest | playback
+    backend: colour_target_baseline | torch_local | openpi_ws | openvla_rest | playback | lerobot
 Backends load lazily, so building the baseline never imports torch.
 """
 
@@ -23,6 +23,7 @@ BACKENDS = {
     "openpi_ws": "openpi_ws",
     "openvla_rest": "openvla_rest",
     "playback": "playback",
+    "lerobot": "lerobot",  # LeRobot 0.4 pretrained_model/ directories (ACT, Diffusion), run natively
 }
 
 __all__ = [
