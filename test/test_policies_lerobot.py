@@ -341,3 +341,20 @@ def test_bench_policies_writes_a_row_per_backend_checkpoint(tmp_path, capsys):
     row = results["rows"]["lerobot/act_env_ensemble"]
     assert row["backend"] == "lerobot" and row["horizon"] == 6 and row["ours"]["n"] == 2 and "peer" not in row
     assert "lerobot/act_env_ensemble" in capsys.readouterr().out
+
+
+def test_node_executor_parameters_win_over_the_checkpoint(ros_context, aloha):
+    from rclpy.parameter import Parameter
+
+    from vla_ros.ros.policy_node import PolicyNode
+
+    config = yaml.safe_load((policy_config_dir() / "lerobot_act.yaml").read_text())
+    config["checkpoint"] = str(DATA / "act_aloha" / "pretrained_model")
+    policy = make_policy(config, aloha, source=policy_config_dir() / "lerobot_act.yaml")
+    node = PolicyNode(robot=aloha, policy=policy, context=ros_context,
+                      parameter_overrides=[Parameter("executor.mode", value="async")])
+    try:
+        # mode given to the node; execute_steps still the checkpoint's n_action_steps
+        assert (node.chunks.config.mode, node.chunks.config.execute_steps) == ("async", 10)
+    finally:
+        node.destroy_node()

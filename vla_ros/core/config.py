@@ -6,6 +6,7 @@ and the errors must be a single line naming the file and the dotted field, so th
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any, Mapping
@@ -35,6 +36,20 @@ def load_yaml(path: Path) -> dict:
         raise ConfigError(path, "", f"malformed YAML: {where}{problem}") from None
     if not isinstance(data, dict):
         raise ConfigError(path, "", f"expected a YAML mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_json(path: Path) -> dict:
+    """Read a JSON object, raising ConfigError for a missing, unreadable or malformed file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(path, "", "file not found")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(path, "", f"cannot read JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(path, "", f"expected a JSON object, got {type(data).__name__}")
     return data
 
 

@@ -10,7 +10,6 @@ from it carry the statistics with them.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -18,7 +17,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from vla_ros.core.config import Section, load_yaml
+from vla_ros.core.config import Section, load_json, load_yaml
 from vla_ros.core.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -121,15 +120,7 @@ class ACTConfig:
 def load_act_config(path: Path) -> ACTConfig:
     """An ACTConfig from a JSON or YAML file."""
     path = Path(path)
-    if path.suffix == ".json":
-        if not path.is_file():
-            raise ConfigError(path, "", "file not found")
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(path, "", f"cannot read JSON: {exc}") from None
-    else:
-        data = load_yaml(path)
+    data = load_json(path) if path.suffix == ".json" else load_yaml(path)
     return ACTConfig.from_mapping(data, path)
 
 

@@ -28,6 +28,11 @@ ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "glu": F.glu}
 VAE_PREFIX = "model.vae_encoder"  # vae_encoder.*, vae_encoder_cls_embed, vae_encoder_*_proj, vae_encoder_pos_enc
 
 
+def residual(x: torch.Tensor, norm: nn.Module, pre_norm: bool, sublayer) -> torch.Tensor:
+    """One transformer sub-layer with its skip connection: x + f(norm(x)) (pre-norm) or norm(x + f(x))."""
+    return x + sublayer(norm(x)) if pre_norm else norm(x + sublayer(x))
+
+
 class EncoderLayer(nn.Module):
     def __init__(self, dim: int, heads: int, feedforward: int, activation: str, pre_norm: bool):
         super().__init__()
@@ -39,17 +44,9 @@ class EncoderLayer(nn.Module):
         self.activation, self.pre_norm = ACTIVATIONS[activation], pre_norm
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        skip = x
-        if self.pre_norm:
-            x = self.norm1(x)
-        q = k = x + pos
-        x = skip + self.self_attn(q, k, value=x, need_weights=False)[0]
-        if self.pre_norm:
-            skip, x = x, self.norm2(x)
-        else:
-            x = skip = self.norm1(x)
-        x = skip + self.linear2(self.activation(self.linear1(x)))
-        return x if self.pre_norm else self.norm2(x)
+        x = residual(x, self.norm1, self.pre_norm,
+                     lambda y: self.self_attn(y + pos, y + pos, value=y, need_weights=False)[0])
+        return residual(x, self.norm2, self.pre_norm, lambda y: self.linear2(self.activation(self.linear1(y))))
 
 
 class DecoderLayer(nn.Module):
@@ -66,23 +63,12 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor, query_pos: torch.Tensor,
                 memory_pos: torch.Tensor) -> torch.Tensor:
-        skip = x
-        if self.pre_norm:
-            x = self.norm1(x)
-        q = k = x + query_pos
-        x = skip + self.self_attn(q, k, value=x, need_weights=False)[0]
-        if self.pre_norm:
-            skip, x = x, self.norm2(x)
-        else:
-            x = skip = self.norm1(x)
-        x = skip + self.multihead_attn(query=x + query_pos, key=memory + memory_pos, value=memory,
-                                       need_weights=False)[0]
-        if self.pre_norm:
-            skip, x = x, self.norm3(x)
-        else:
-            x = skip = self.norm2(x)
-        x = skip + self.linear2(self.activation(self.linear1(x)))
-        return x if self.pre_norm else self.norm3(x)
+        x = residual(x, self.norm1, self.pre_norm,
+                     lambda y: self.self_attn(y + query_pos, y + query_pos, value=y, need_weights=False)[0])
+        x = residual(x, self.norm2, self.pre_norm,
+                     lambda y: self.multihead_attn(query=y + query_pos, key=memory + memory_pos, value=memory,
+                                                   need_weights=False)[0])
+        return residual(x, self.norm3, self.pre_norm, lambda y: self.linear2(self.activation(self.linear1(y))))
 
 
 class Encoder(nn.Module):

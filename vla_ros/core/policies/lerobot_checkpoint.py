@@ -15,7 +15,6 @@ stats are missing, we refuse the checkpoint: on a robot that is a broken checkpo
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -24,7 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from vla_ros.core.config import Section
+from vla_ros.core.config import Section, load_json
 from vla_ros.core.errors import ConfigError
 
 FEATURE_TYPES = ("VISUAL", "STATE", "ENV", "ACTION", "LANGUAGE", "REWARD")
@@ -47,13 +46,7 @@ class Feature:
 def read_json(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(path, "", "file not found (not a LeRobot 0.4 pretrained_model directory?)")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(path, "", f"cannot read JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(path, "", f"expected a JSON object, got {type(data).__name__}")
-    return data
+    return load_json(path)
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
