@@ -95,7 +95,10 @@ class LeRobotPolicy:
             normalization={"lerobot_checkpoint": str(checkpoint.directory)}, executor=executor,
         )
         self.generator = torch.Generator(device=device)
-        self.generator.manual_seed(seed if seed is not None else torch.seed())
+        if seed is None:
+            self.generator.seed()  # non-deterministic, and leaves torch's global generator alone
+        else:
+            self.generator.manual_seed(seed)
         self._history: deque[Encoded] = deque(maxlen=max(4 * self.n_obs_steps, 8))
         self._lock = threading.Lock()
 
@@ -167,10 +170,6 @@ class LeRobotPolicy:
                                              images)
         return self.network.sample(cond, noise=noise, generator=self.generator)
 
-    def reset(self) -> None:
-        with self._lock:
-            self._history.clear()
-
 
 # --- building from a checkpoint ---------------------------------------------------------------------------------------
 
@@ -209,6 +208,8 @@ def build_act(checkpoint: Checkpoint) -> LeRobotACT:
         raise config.error("n_action_steps", f"{steps} exceeds chunk_size {chunk}")
     if config.data.get("temporal_ensemble_coeff") is not None:
         config.float("temporal_ensemble_coeff")
+    if _whole(config, "dim_model") % _whole(config, "n_heads"):
+        raise config.error("n_heads", "must divide dim_model")
     network = LeRobotACT(
         state_dim=state.shape[0] if state else None, env_dim=env.shape[0] if env else None, n_cameras=len(cameras),
         action_dim=checkpoint.outputs["action"].shape[0], chunk_size=chunk, dim_model=_whole(config, "dim_model"),
@@ -218,8 +219,6 @@ def build_act(checkpoint: Checkpoint) -> LeRobotACT:
         pre_norm=bool(config.data.get("pre_norm", False)), latent_dim=_whole(config, "latent_dim"),
         vision_backbone=_backbone(config) if cameras else "resnet18",
     )
-    if network.dim_model % _whole(config, "n_heads"):
-        raise config.error("n_heads", "must divide dim_model")
     # The CVAE encoder only shapes the latent during training; at inference the latent is zero.
     load_weights(network, checkpoint.weights, checkpoint.directory / "model.safetensors", "model.", (VAE_PREFIX,))
     return network

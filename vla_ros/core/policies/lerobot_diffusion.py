@@ -223,7 +223,8 @@ class Sampler:
         mean = (alpha_prev ** (0.5) * current_beta) / beta_t * original \
             + current_alpha ** (0.5) * beta_prev / beta_t * sample
         if t > 0:
-            noise = torch.randn(model_output.shape, generator=generator, dtype=model_output.dtype)
+            noise = torch.randn(model_output.shape, generator=generator, dtype=model_output.dtype,
+                                device=model_output.device)
             variance = torch.clamp((1 - alpha_prev) / (1 - alpha_t) * current_beta, min=1e-20)
             mean = mean + variance ** 0.5 * noise
         return mean
@@ -272,11 +273,12 @@ class LeRobotDiffusion(nn.Module):
     def sample(self, global_cond: torch.Tensor, noise: torch.Tensor | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:
         """(B, horizon, action_dim) normalised actions; noise (B, horizon, action_dim) or drawn from `generator`."""
-        batch = global_cond.shape[0]
+        batch, device = global_cond.shape[0], global_cond.device
         if noise is None:
-            noise = torch.randn((batch, self.horizon, self.action_dim), generator=generator, dtype=torch.float32)
+            noise = torch.randn((batch, self.horizon, self.action_dim), generator=generator, dtype=torch.float32,
+                                device=device)
         sample = noise
         for index, t in enumerate(self.sampler.timesteps):
-            output = self.unet(sample, torch.full((batch,), t, dtype=torch.long), global_cond)
+            output = self.unet(sample, torch.full((batch,), t, dtype=torch.long, device=device), global_cond)
             sample = self.sampler.step(output, index, sample, generator)
         return sample
