@@ -298,7 +298,7 @@ def test_lerobot_checkpoint_drives_the_sim_within_limits(ros_context, tmp_path, 
     the checkpoint's mode) -> safety_node -> the sim's controller topics; the independent limit checker finds no
     violation in anything sent."""
     from ros_helpers import wait_for
-    from vla_ros.core.limit_check import LimitChecker
+    from vla_ros.core.safety.independent_check import LimitChecker
     from vla_ros.core.robot import load_robot
     from vla_ros.ros.bringup import start_graph
 
