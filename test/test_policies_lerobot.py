@@ -319,7 +319,10 @@ def test_lerobot_checkpoint_drives_the_sim_within_limits(ros_context, tmp_path, 
         sent, safety_config = list(graph.safety.sent), graph.safety.filter.config
     finally:
         graph.shutdown()
-    assert stats.inference_errors == 0 and not stats.rejected_chunks, (stats.last_inference_error, stats.last_rejection)
+    # A loaded machine can starve joint_states: the node then resets the executor and refuses the answer in flight
+    # (out_of_order / expired / stale). Anything else would be a backend fault (shape, space, non-finite, dt).
+    faults = set(stats.rejected_chunks) - {"out_of_order", "expired", "stale"}
+    assert stats.inference_errors == 0 and not faults, (stats.last_inference_error, stats.last_rejection)
     assert worker["errors"] == 0 and worker["completed"] >= 3
     assert moved > 1e-3, "the policy's commands reached the simulated robot"
     checker = LimitChecker(load_robot(robot_name), safety_config)
