@@ -4,6 +4,7 @@ test-side node that plays the robot (joint_states + cameras) and records the con
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -26,6 +27,17 @@ from vla_ros.ros import qos  # noqa: E402
 from vla_ros.ros.base import now_sec  # noqa: E402
 from vla_ros.ros.controllers import ControllerInput, make_adapters  # noqa: E402
 from vla_ros.ros.messages import fill_image, fill_joint_state, source_joints  # noqa: E402
+
+
+# Modules of the interface packages `make venv` builds into .venv (interfaces/). With None in sys.modules an import
+# fails, as on an install without those packages: the Float64MultiArray override and the missing-package error.
+CONTROLLER_MODULES = [f"{package}{sub}" for package in ("interbotix_xs_msgs", "control_msgs")
+                      for sub in ("", ".msg", ".action")]
+
+
+def hide_controller_packages(monkeypatch) -> None:
+    for name in CONTROLLER_MODULES:
+        monkeypatch.setitem(sys.modules, name, None)
 
 
 def wait_for(predicate, timeout: float, period: float = 0.02) -> bool:
@@ -102,9 +114,9 @@ class ScriptedPolicy:
 
 class RobotIO(Node):
     """Plays the robot side: publishes joint_states (per source, prefixes stripped) and camera frames, records
-    every controller command as (receipt time, message) per controller name."""
+    every controller command (an action: every goal) as (receipt time, message) per controller name."""
 
-    def __init__(self, context, robot, override: str = "", msg_types=None, joint_rate: float = 100.0,
+    def __init__(self, context, robot, override: str = "", joint_rate: float = 100.0,
                  camera_rate: float = 15.0, follow: bool = True):
         super().__init__("test_robot_io", context=context)
         self.robot = robot
@@ -118,9 +130,9 @@ class RobotIO(Node):
         self.cameras = [(self.create_publisher(Image, c.topic, qos.SENSOR), c) for c in robot.cameras]
         self.commands: dict[str, list[tuple[float, object]]] = {}
         self.follow = follow  # a perfectly tracking robot: the measured state is the last command
-        self.adapters = make_adapters(robot, override, msg_types)
+        self.adapters = make_adapters(robot, override)
         self.inputs = []
-        for adapter in self.adapters:
+        for adapter in self.adapters:  # topics, and the gripper action's goals
             self.commands[adapter.spec.name] = []
             self.inputs.append(ControllerInput(self, adapter, qos.COMMAND, self.q[robot.indices(adapter.spec.joints)],
                                                self._on_command))

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from ros_helpers import ROOT, RobotIO, ScriptedPolicy, wait_for
+from ros_helpers import CONTROLLER_MODULES, ROOT, RobotIO, ScriptedPolicy, hide_controller_packages, wait_for
 from vla_ros.core.robot import load_robot
 from vla_ros.ros.bringup import start_graph
 from vla_ros.ros.controllers import ControllerInterfaceError
@@ -108,13 +108,17 @@ def test_joint_state_missing_a_joint_holds_with_clear_error(franka_graph, capfd)
     _recovers(graph, io, policy)
 
 
-def test_interbotix_without_package_is_a_clear_error(ros_context):
+def test_interbotix_without_package_is_a_clear_error(ros_context, monkeypatch):
+    hide_controller_packages(monkeypatch)
     with pytest.raises(ControllerInterfaceError, match=r"interbotix_xs_msgs.*--controller-interface float64_multi_array"):
         start_graph("widowx", "baseline", context=ros_context)
 
 
 def test_node_process_exits_2_with_one_line(ros_domain_id):
-    env_cmd = [sys.executable, "-m", "vla_ros.ros.safety_node", "--ros-args", "-p", "robot:=aloha"]
+    """safety_node as its own process on an install without interbotix_xs_msgs."""
+    run_without_packages = (f"import sys; sys.modules.update(dict.fromkeys({CONTROLLER_MODULES!r})); "
+                            f"from vla_ros.ros.safety_node import main; sys.exit(main())")
+    env_cmd = [sys.executable, "-c", run_without_packages, "--ros-args", "-p", "robot:=aloha"]
     import os
 
     env = dict(os.environ, ROS_DOMAIN_ID=str(ros_domain_id))

@@ -1,5 +1,6 @@
 """The whole node graph on real rclpy, one robot per test: the test plays the robot (joint_states + cameras) and
-checks the controller commands (type, joint order, rate), the e-stop, and the stale-joint-state hold.
+checks the controller commands (the drivers' own message types, joint order, rate), the e-stop, and the
+stale-joint-state hold.
 
 One graph per robot, several behaviours checked in sequence on it, every wait bounded."""
 
@@ -7,6 +8,8 @@ import time
 
 import numpy as np
 import pytest
+from control_msgs.action import GripperCommand
+from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
@@ -37,31 +40,40 @@ def moving(values: np.ndarray, tol: float = 1e-7) -> bool:
 def test_chain_commands_estop_and_stale_hold(ros_context, name, joint_policy):
     robot = load_robot(name)
     policy = ScriptedPolicy(robot, joint=joint_policy)
-    io = RobotIO(ros_context, robot, "float64_multi_array")
-    graph = start_graph(name, "scripted", controller_interface="float64_multi_array", context=ros_context,
-                        policy_object=policy)
+    io = RobotIO(ros_context, robot)
+    graph = start_graph(name, "scripted", context=ros_context, policy_object=policy)
     period = 1.0 / robot.control_rate_hz
     arm = robot.controllers[0].name
     try:
-        # --- commands of the right type, joint order and rate -------------------------------------------------------
-        assert wait_for(lambda: all(len(c) >= 20 for c in io.commands.values()), 20.0), \
-            {k: len(v) for k, v in io.commands.items()}
+        # --- commands of the right type, joint order and rate (the gripper action: a goal when the target moves) ----
+        assert wait_for(lambda: all(len(io.commands[a.spec.name]) >= (1 if a.is_action else 20) for a in io.adapters),
+                        20.0), {k: len(v) for k, v in io.commands.items()}
         start, before = time.monotonic(), {k: len(v) for k, v in io.commands.items()}
         time.sleep(1.0)
         elapsed = time.monotonic() - start
         for adapter in io.adapters:
             rate = (len(io.commands[adapter.spec.name]) - before[adapter.spec.name]) / elapsed
-            assert 0.7 * robot.control_rate_hz <= rate <= 1.3 * robot.control_rate_hz, (adapter.spec.name, rate)
+            assert adapter.is_action or 0.7 * robot.control_rate_hz <= rate <= 1.3 * robot.control_rate_hz, \
+                (adapter.spec.name, rate)
             msg = io.commands[adapter.spec.name][-1][1]
-            if adapter.spec.interface == "joint_trajectory":
+            spec = adapter.spec
+            if spec.interface == "joint_trajectory":
                 assert isinstance(msg, JointTrajectory)
-                assert msg.joint_names == [j.removeprefix(adapter.spec.prefix) for j in adapter.spec.joints]
+                assert msg.joint_names == [j.removeprefix(spec.prefix) for j in spec.joints]
                 # the safety filter's trajectory: its recent commands and the stop after the newest, ending at rest
-                assert len(msg.points) >= 1 and all(len(p.positions) == len(adapter.spec.joints) for p in msg.points)
+                assert len(msg.points) >= 1 and all(len(p.positions) == len(spec.joints) for p in msg.points)
                 assert not any(msg.points[-1].velocities) and msg.header.stamp.sec > 0
-            else:  # float64_multi_array, natively or as the override of interbotix / GripperCommand
+            elif spec.interface == "interbotix_joint_group":
+                assert isinstance(msg, JointGroupCommand)
+                assert msg.name == spec.command_name and len(msg.cmd) == len(spec.joints)
+            elif spec.interface == "interbotix_joint_single":
+                assert isinstance(msg, JointSingleCommand) and msg.name == spec.command_name
+            elif spec.interface == "gripper_command_action":
+                assert isinstance(msg, GripperCommand.Goal)
+                assert msg.command.max_effort > 0  # the safety node's gripper_max_effort
+            else:
                 assert isinstance(msg, Float64MultiArray)
-                assert len(msg.data) == len(adapter.spec.joints)
+                assert len(msg.data) == len(spec.joints)
             values = io.positions(adapter.spec.name, start)
             index = robot.indices(adapter.spec.joints)
             assert np.all(values >= robot.limits.lower[index] - 1e-9) and np.all(values <= robot.limits.upper[index] + 1e-9)

@@ -6,7 +6,7 @@ One adapter per `controllers:` entry of the robot config. The same adapter also 
 Interfaces:
   joint_trajectory        trajectory_msgs/JointTrajectory (ros2_control JTC, UR scaled JTC, franka arm controller): the
                           safety filter's own trajectory, run `controller_delay` late: its last commands, the new one
-                          and the stop after it, as points with positions, velocities and accelerations
+                          and the stop after it, as points with positions and velocities
                           (core.safety.controller_trajectory); header.stamp = the command's stamp (or zero = "start
                           on receipt" with `start_on_receipt`, for a controller whose clock is not the graph's).
   float64_multi_array     std_msgs/Float64MultiArray, positions in the controller's joint order
@@ -16,18 +16,18 @@ Interfaces:
                           `command_range`, cmd is the opening mapped onto [closed, open] command units.
   gripper_command_action  control_msgs/action/GripperCommand goal {position = joint value, max_effort}.
 
-interbotix_xs_msgs and control_msgs are not on PyPI: they are imported lazily, and a missing package is a one-line
-ControllerInterfaceError. `override="float64_multi_array"` (CLI --controller-interface) replaces those three
-package-bound interfaces -- never joint_trajectory / float64_multi_array -- with std_msgs/Float64MultiArray on the
-configured topic (a gripper action: on `<action name>/command`), values in command units, so WidowX, ALOHA and the
-franka gripper run end-to-end on a pip-only install and in the sim.
+interbotix_xs_msgs and control_msgs are not on PyPI: `make venv` builds the parts used here into .venv from
+interfaces/ (same field names and types as the vendors' packages, so the same type hashes on the wire), a ROS install
+has the vendors' own. They are imported lazily, and a missing package is a one-line ControllerInterfaceError.
+`override="float64_multi_array"` (CLI --controller-interface) replaces those three package-bound interfaces -- never
+joint_trajectory / float64_multi_array -- with std_msgs/Float64MultiArray on the configured topic (a gripper action:
+on `<action name>/command`), values in command units, for drivers or installs without those packages.
 """
 
 from __future__ import annotations
 
 import importlib
 from array import array
-from typing import Mapping
 
 import numpy as np
 
@@ -56,15 +56,15 @@ def _load_type(spec: ControllerSpec, interface: str):
     except ImportError:
         raise ControllerInterfaceError(
             f"controller {spec.name!r} ({interface} on {spec.topic}) needs the ROS package {package}, which is not "
-            f"importable; source a ROS workspace that has it, or run with --controller-interface float64_multi_array "
-            f"(parameter controller_interface_override)"
+            f"importable; `make venv` builds it into .venv, a ROS install provides it, or run with "
+            f"--controller-interface float64_multi_array (parameter controller_interface_override)"
         ) from None
 
 
 class ControllerAdapter:
     """Builds (and parses) the command message of one controller from a full q vector."""
 
-    def __init__(self, robot: RobotModel, spec: ControllerSpec, override: str = "", msg_type=None):
+    def __init__(self, robot: RobotModel, spec: ControllerSpec, override: str = ""):
         if override and override not in OVERRIDES:
             raise ControllerInterfaceError(
                 f"controller_interface_override: expected one of {', '.join(OVERRIDES)} or empty, got {override!r}"
@@ -85,7 +85,7 @@ class ControllerAdapter:
 
             self.msg_type = Float64MultiArray
         else:
-            self.msg_type = msg_type if msg_type is not None else _load_type(spec, self.interface)
+            self.msg_type = _load_type(spec, self.interface)
         if self.interface == "interbotix_joint_single" and len(spec.joints) != 1:
             raise ControllerInterfaceError(f"controller {spec.name!r}: interbotix_joint_single needs exactly one joint")
 
@@ -185,16 +185,9 @@ class ControllerAdapter:
         return dict(zip(self.spec.joints, self.joint_values(command).tolist()))
 
 
-def make_adapters(robot: RobotModel, override: str = "", msg_types: Mapping[str, type] | None = None) -> list[ControllerAdapter]:
-    """Adapters for every controller of the robot; raises ControllerInterfaceError for a missing package.
-
-    `msg_types` (interface -> class) injects message classes, e.g. a stand-in for interbotix_xs_msgs in tests."""
-    msg_types = msg_types or {}
-    adapters = []
-    for spec in robot.controllers:
-        interface = override if (override and spec.interface in PACKAGE_BOUND) else spec.interface
-        adapters.append(ControllerAdapter(robot, spec, override, msg_types.get(interface)))
-    return adapters
+def make_adapters(robot: RobotModel, override: str = "") -> list[ControllerAdapter]:
+    """Adapters for every controller of the robot; raises ControllerInterfaceError for a missing package."""
+    return [ControllerAdapter(robot, spec, override) for spec in robot.controllers]
 
 
 class ControllerPort:
@@ -236,18 +229,17 @@ class ControllerPort:
 
 
 class ControllerInput:
-    """The driver's side of one controller topic (the sim, the demo's recorder, test robots): the set-points it is
+    """The driver's side of one controller (the sim, test robots; the demo's recorder for topics): the set-points it is
     asked to follow, by model joint name. A joint_trajectory is followed as ros2_control's JTC does
     (core.sim.trajectory_controller): `setpoints(now)` samples it; other interfaces hold their last command.
-    `on_message(input, msg, now)` is called for every message it accepts."""
+    `on_message(input, msg, now)` is called for every message it accepts and may return False to refuse it.
+
+    An action (gripper_command_action) is served: each goal is answered at once, before anything moves (a real
+    gripper answers when the motion ends; the safety node's client never waits for results): aborted when refused,
+    else succeeded with result.position = the goal position now being tracked and reached_goal false."""
 
     def __init__(self, node, adapter: ControllerAdapter, qos, initial: np.ndarray, on_message=None,
                  callback_group=None):
-        if adapter.is_action:
-            raise ControllerInterfaceError(
-                f"controller {adapter.spec.name!r}: the sim cannot serve the {adapter.spec.interface} action "
-                f"{adapter.spec.topic}; run with --controller-interface float64_multi_array"
-            )
         from vla_ros.ros.base import now_sec
 
         self.adapter, self.node, self._now = adapter, node, now_sec
@@ -256,27 +248,42 @@ class ControllerInput:
         self._held: dict[str, float] = {}
         self.messages = self.refused = 0
         self._on_message = on_message
-        self.subscription = node.create_subscription(adapter.msg_type, adapter.topic, self._receive, qos,
-                                                     callback_group=callback_group)
+        if adapter.is_action:
+            from rclpy.action import ActionServer
 
-    def _receive(self, msg) -> None:
+            self.server = ActionServer(node, adapter.msg_type, adapter.topic, self._execute,
+                                       callback_group=callback_group)
+        else:
+            self.subscription = node.create_subscription(adapter.msg_type, adapter.topic, self._receive, qos,
+                                                         callback_group=callback_group)
+
+    def _execute(self, goal_handle):
+        if self._receive(goal_handle.request):
+            goal_handle.succeed()
+        else:
+            goal_handle.abort()
+        return self.adapter.msg_type.Result(position=goal_handle.request.command.position)
+
+    def _receive(self, msg) -> bool:
         now = self._now(self.node)
         if self.follower is not None:
             received = self.adapter.trajectory(msg)
             if received is None or received[1] is None:
                 self.refused += 1
-                return
+                return False
             times, positions, velocities, accelerations, start = received
             self.follower.receive(now, times, positions, velocities, accelerations, start)
         else:
             targets = self.adapter.targets(msg)
-            if not targets:
+            if not targets:  # addressed to another group, or malformed
                 self.refused += 1
-                return
+                return False
             self._held = targets
         self.messages += 1
-        if self._on_message is not None:
-            self._on_message(self, msg, now)
+        if self._on_message is not None and self._on_message(self, msg, now) is False:
+            self.refused += 1
+            return False
+        return True
 
     def setpoints(self, now: float) -> dict[str, float]:
         """{model joint: set-point at `now`} ({} before the first message)."""

@@ -2,6 +2,8 @@
 
 Records what reached the robot's controller topics (through the same controller adapters the sim obeys), the
 measured joint state, the primary camera and the policy's predicted chunk (markers), all on this node's clock.
+A gripper action's goals are service requests that only its client and server see (as for a rosbag in Jazzy), so
+the joints of action controllers (the franka gripper) have no commanded values here (NaN).
 """
 
 from __future__ import annotations
@@ -29,15 +31,18 @@ class DemoRecorder(Node):
         self.robot = robot
         self.states = JointStateInput(self, robot)
         self._lock = threading.Lock()
-        self._q_command = robot.home.copy()
+        self._q_command = np.full(robot.nq, np.nan)
+        topics = [adapter for adapter in adapters if not adapter.is_action]
+        for adapter in topics:
+            self._q_command[adapter.index] = robot.home[adapter.index]
         self.commands: list[tuple[float, np.ndarray]] = []  # (receipt time, full commanded q)
         self.measured: list[tuple[float, np.ndarray]] = []
         self.snapshots: list[tuple[float, np.ndarray, dict[str, np.ndarray]]] = []  # (stamp, rgb, chunk paths)
         self._paths: dict[str, np.ndarray] = {}
         self._frame: tuple[float, np.ndarray] | None = None
         self.arm_commands = 0  # messages on the first controller topic (the arm's)
-        self.inputs = [ControllerInput(self, adapter, qos.COMMAND, robot.home[robot.indices(adapter.spec.joints)],
-                                       self._on_command) for adapter in adapters]
+        self.inputs = [ControllerInput(self, adapter, qos.COMMAND, robot.home[adapter.index], self._on_command)
+                       for adapter in topics]
         camera = robot.cameras[0]
         self.camera = camera
         self.create_subscription(Image, camera.topic, self._on_image, qos.SENSOR)

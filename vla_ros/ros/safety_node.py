@@ -44,12 +44,12 @@ _ERROR_LIMITS = ("input", "estop", "state_stale", "command_stale", "time", "not_
 
 
 class SafetyNode(Node):
-    def __init__(self, *, robot=None, msg_types=None, **node_kwargs):
+    def __init__(self, *, robot=None, **node_kwargs):
         super().__init__("safety_node", **node_kwargs)
         params.declare(self, PARAMETERS)
         self.robot = robot or params.robot_from_params(self)
         path = params.value(self, "safety_config")
-        adapters = make_adapters(self.robot, params.value(self, "controller_interface_override"), msg_types)
+        adapters = make_adapters(self.robot, params.value(self, "controller_interface_override"))
         trajectory = any(a.interface == "joint_trajectory" for a in adapters)
         self.filter = SafetyFilter(self.robot, SafetyConfig.from_yaml(path, self.robot) if path else None,
                                    keep_trajectory=trajectory)

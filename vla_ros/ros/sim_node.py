@@ -1,8 +1,8 @@
 """sim_node: a simulated robot that looks like the real drivers from the outside, a thin shell over core.sim.
 
-- obeys the robot's controller topics with their configured (or overridden) message types, through the same
-  controller adapters the safety node publishes with, and feeds the set-points to a JointTracker (a joint trajectory
-  is followed as a JointTrajectoryController does: sampled at every servo update);
+- obeys the robot's controller topics (and serves its gripper action) with their configured (or overridden) message
+  types, through the same controller adapters the safety node commands with, and feeds the set-points to a
+  JointTracker (a joint trajectory is followed as a JointTrajectoryController does: sampled at every servo update);
 - publishes every joint_states source of the robot config with the driver's names (source prefix stripped, e.g.
   ALOHA's /follower_left/joint_states carries `waist`, not `follower_left/waist`);
 - renders every configured camera with core.sim.SimScene (MuJoCo) and publishes rgb8 frames stamped with the
@@ -72,13 +72,16 @@ class SimNode(Node):
     def commands_received(self) -> int:
         return sum(i.messages for i in self.inputs)
 
-    def _on_command(self, source: ControllerInput, msg, now: float) -> None:
+    def _on_command(self, source: ControllerInput, msg, now: float) -> bool:
+        """Track the source's set-points; False (refused, logged) for ones the simulated driver rejects."""
         targets = source.setpoints(now)
         try:
             self.tracker.command(list(targets.values()), now, self.robot.indices(list(targets)))
+            return True
         except VlaRosError as exc:
             self.command_errors += 1
             self.get_logger().error(f"command refused: {exc}", throttle_duration_sec=2.0)
+            return False
 
     def _publish_joint_states(self) -> None:
         now = now_sec(self)
