@@ -343,3 +343,13 @@ def test_8_a_one_point_trajectory_per_command_was_asked_for_more_than_the_limits
     assert _ee_speed_ratio(model, stamps, positions) > 1.2
     _, _, stamps, positions, *_ = _execute("franka", "hold timer")
     assert _ee_speed_ratio(model, stamps, positions) < 1.2
+
+
+def test_the_documented_state_machine_is_the_code_s():
+    """docs/safety.md carries the transition table of vla_ros/core/safety/modes.py verbatim."""
+    from pathlib import Path
+
+    from vla_ros.core.safety import modes
+
+    table = modes.__doc__[modes.__doc__.index("| #  |"):modes.__doc__.index("\n\nanchor:")]
+    assert table in (Path(__file__).parents[1] / "docs" / "safety.md").read_text()

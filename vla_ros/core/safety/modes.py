@@ -7,28 +7,27 @@ target: still moving toward the last one), stopping, stopped (at rest after a st
 
 Every call (filter / tick) at clock time `now`, rules in order, the first that applies decides:
 
-| #  | mode      | condition                                                     | next mode          | command                               |
-|----|-----------|---------------------------------------------------------------|--------------------|---------------------------------------|
-| 1  | any       | `now` is not a finite number                                  | unchanged          | previous one again; `input` counted   |
-| 2  | not_ready | measured state incomplete, older than joint_state_hold_after  | not_ready          | nothing (not_ready); reason reported  |
-|    |           | or stamped in the future                                      |                    | once                                  |
-| 3  | not_ready | otherwise                                                     | tracking (estop if | anchor: the measured position (inside |
-|    |           |                                                               | latched)           | the URDF range) at rest, new segment  |
-| 4  | anchored  | `now` before the previous command (the clock went back)       | unchanged; estop   | previous one again, re-stamped: the   |
-|    |           |                                                               | if back by more    | timeline continues from it            |
-|    |           |                                                               | than clock_jump_estop |                                    |
-| 5  | anchored  | `now` less than min_step after the previous command           | unchanged          | previous one again (same stamp)       |
-| 6  | anchored  | e-stop latched                                                | estop              | brake                                 |
-| 7  | anchored  | measured state older than joint_state_stop_after (or missing) | stopping           | brake                                 |
-| 8  | anchored  | no call for more than command_stop_after                      | stopping           | brake                                 |
-| 9  | anchored  | no target accepted since anchoring or the last stop           | unchanged          | brake (at rest: stays at rest)        |
-| 10 | anchored  | last accepted target older than command_stop_after            | stopping           | brake                                 |
-| 11 | anchored  | otherwise                                                     | tracking           | step toward the target; a call later  |
-|    |           |                                                               |                    | than controller_delay brakes first    |
-|    |           |                                                               |                    | for the excess                        |
+| #  | mode      | condition                                                   | next mode           | command               |
+|----|-----------|-------------------------------------------------------------|---------------------|-----------------------|
+| 1  | any       | `now` not a finite number                                   | unchanged           | repeat; input counted |
+| 2  | not_ready | measured state incomplete, older than hold_after, or future | not_ready           | none (reason once)    |
+| 3  | not_ready | measured state complete and fresh                           | tracking / estop    | anchor                |
+| 4  | anchored  | `now` before the previous command (the clock went back)     | unchanged / estop * | repeat, re-stamped    |
+| 5  | anchored  | `now` less than min_step after the previous command         | unchanged           | repeat                |
+| 6  | anchored  | e-stop latched                                              | estop               | brake                 |
+| 7  | anchored  | measured state older than joint_state_stop_after or missing | stopping            | brake                 |
+| 8  | anchored  | no call for more than command_stop_after                    | stopping            | brake                 |
+| 9  | anchored  | no target accepted since anchoring or the last stop         | unchanged           | brake (stays at rest) |
+| 10 | anchored  | last accepted target older than command_stop_after          | stopping            | brake                 |
+| 11 | anchored  | otherwise                                                   | tracking            | step **               |
 
-Brake = the time-optimal stop at the acceleration / jerk limits from the commanded state; "stopped" once at rest.
-The reason of rules 2 and 6-10 is reported once when it starts (not every call).
+anchor: the measured position (clipped into the URDF range) at rest, a new segment. repeat: the previous command
+again. brake: the time-optimal stop at the acceleration / jerk limits from the commanded state; "stopped" once at
+rest. step: toward the target within every limit (filter.py). The reasons of rules 2 and 6-10 are reported once when
+they start, not every call.
+*  estop when the clock went back by more than clock_jump_estop; the command is re-stamped on the new clock and the
+   filter's timeline continues from it.
+** a call later than controller_delay first brakes for the excess (what a trajectory controller did meanwhile).
 
 Targets (filter): accepted (mode tracking, state ok) only if valid (finite numbers, known joints by name), the
 e-stop is not latched and the measured state is at most joint_state_hold_after old; else refused and counted, the
