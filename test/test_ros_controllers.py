@@ -77,12 +77,13 @@ def test_override_round_trip_in_controller_joint_order(robots, name):
             for point, p, v, a in zip(msg.points, trajectory.positions, trajectory.velocities, trajectory.accelerations):
                 assert point.positions.tolist() == pytest.approx(p[index].tolist())
                 assert point.velocities.tolist() == pytest.approx(v[index].tolist())
-                assert len(point.accelerations) == 0  # cubic interpolation is exact between the filter's points
+                assert point.accelerations.tolist() == pytest.approx(a[index].tolist())
             assert not any(msg.points[-1].velocities)  # ends at rest, as a JointTrajectoryController requires
             on_receipt = adapter.message(q, trajectory, start_on_receipt=True)
             assert (on_receipt.header.stamp.sec, on_receipt.header.stamp.nanosec) == (0, 0)
             times, positions, velocities, accelerations, start = adapter.trajectory(msg)
-            assert times == pytest.approx([0.04, 0.06]) and start == pytest.approx(12.5) and accelerations is None
+            assert times == pytest.approx([0.04, 0.06]) and start == pytest.approx(12.5)
+            np.testing.assert_allclose(accelerations, trajectory.accelerations[:, index])
             np.testing.assert_allclose(velocities, trajectory.velocities[:, index])
         else:
             assert isinstance(msg, Float64MultiArray)

@@ -307,7 +307,7 @@ def _execute(name: str, kind: str, one_point: bool = False):
             controller.receive(t, [PERIOD], [command.positions])
         else:
             sent = f.controller_trajectory()
-            controller.receive(t, sent.times, sent.positions, sent.velocities, None, start=sent.stamp)
+            controller.receive(t, sent.times, sent.positions, sent.velocities, sent.accelerations, start=sent.stamp)
             due.append((command.stamp + f.controller_delay, command.positions))
     samples += [(s, *controller.sample(s)) for s in np.arange(previous, previous + 1.0, 0.001)]
     stamps = np.array([s[0] for s in samples])
@@ -330,8 +330,8 @@ def test_8_the_controller_executes_exactly_the_filtered_motion_whatever_the_call
     assert np.abs(accelerations / limits.acceleration).max() <= 1 + 1e-6
     finite_difference = np.abs(np.diff(positions, axis=0) / np.diff(stamps)[:, None] / limits.velocity).max()
     assert finite_difference <= 1 + 1e-6
-    # The controller is exactly where each command put it, controller_delay later.
-    assert len(errors) >= len(commands) - 3 and max(errors) < 1e-9
+    # The controller is where each command put it, controller_delay later (within the thinning's 1e-5 rad).
+    assert len(errors) >= len(commands) - 3 and max(errors) <= 1e-5
     assert not velocities[-1].any()  # and, when the calls stop, it ends at rest
 
 

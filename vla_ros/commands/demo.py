@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--summary", type=Path, help="also write the summary JSON here")
     parser.add_argument("--seed", type=int, default=0, help="where the simulated target is placed")
     parser.add_argument("--frames", type=int, default=4, help="camera frames to save with the chunk drawn on them")
+    parser.add_argument("--cpu-load", action="store_true",
+                        help="run with every core busy (the CPU hog of `vla-ros bench ros-latency --load`)")
 
 
 def _controller_override(robot) -> str:
@@ -58,6 +60,16 @@ def _baseline(robot):
 def main(args: argparse.Namespace) -> int:
     if not args.duration > 0:
         raise ConfigError("--duration", "", f"expected a positive number of seconds, got {args.duration}")
+    if args.cpu_load:
+        from vla_ros.cpu_load import cpu_load
+
+        with cpu_load(limit_s=args.duration + 120.0) as hogs:
+            print(f"demo: {len(hogs)} busy loops keep every core loaded")
+            return _run(args)
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from vla_ros.core import demo_report
     from vla_ros.core.safety.independent_check import LimitChecker
     from vla_ros.core.robot import load_robot
@@ -124,6 +136,10 @@ def main(args: argparse.Namespace) -> int:
         "latency_p99_ms": demo_report.percentile_ms(latencies, 99),
         "latency_chunks": len(latencies),
         "interventions": run["safety_node"]["interventions"],
+        "cpu_load": bool(args.cpu_load),
+        # Hold commands: the safety node's timer found no target for a controller delay (late targets).
+        "safety_hold_ticks": run["safety_node"]["hold_ticks"],
+        "safety_mode_changes": run["safety_node"]["mode_changes"],
         "checked_commands": len(sent),
         "violations": violations,
         "target": np.round(target, 4).tolist(),

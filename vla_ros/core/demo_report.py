@@ -76,6 +76,9 @@ def format_summary(summary: dict) -> str:
     interventions = {k: v for k, v in summary["interventions"].items() if v}
     lines.append("  safety interventions: " + (", ".join(f"{k} {v}" for k, v in sorted(interventions.items()))
                                                 or "none"))
+    changes = ", ".join(f"{k} x{v}" for k, v in summary["safety_mode_changes"].items()) or "none"
+    lines.append(f"  safety node: {summary['safety_hold_ticks']} hold ticks (no target for a controller delay); "
+                 f"mode changes: {changes}" + (" (every core busy)" if summary["cpu_load"] else ""))
     lines.append(f"  independent limit check of {summary['checked_commands']} sent commands: "
                  f"{summary['violations']} violations")
     verdict = "REACHED" if summary["target_reached"] else "NOT reached"

@@ -130,12 +130,13 @@ class ControlPipeline:
     The nodes' own gates are kept (defaults = config/nodes.yaml): the policy node holds and drops its chunks while
     any joint has not been measured for `joint_state_timeout` (the safety filter meanwhile holds / brakes on its
     own watchdog), and the IK node re-anchors its targets on the measured pose after `ik_reanchor_after` without
-    an EE command.
+    an EE command. `keep_trajectory`: the safety filter also keeps what a trajectory controller is sent
+    (SafetyFilter.controller_trajectory).
     """
 
     def __init__(self, robot: RobotModel, policy: Policy, executor_config: ExecutorConfig,
                  ik_config: IKConfig | None = None, safety_config: SafetyConfig | None = None, *,
-                 joint_state_timeout: float = 0.1, ik_reanchor_after: float = 0.25):
+                 joint_state_timeout: float = 0.1, ik_reanchor_after: float = 0.25, keep_trajectory: bool = False):
         self.robot = robot
         self.metadata = policy.metadata
         self.space = self.metadata.action_space
@@ -148,7 +149,7 @@ class ControlPipeline:
         self.control_dt = executor_config.control_dt
         self.executor = ChunkExecutor(executor_config, self.metadata)
         self.ik = DifferentialIK(robot, ik_config) if self.space.is_ee else None
-        self.safety = SafetyFilter(robot, safety_config)
+        self.safety = SafetyFilter(robot, safety_config, keep_trajectory)  # keep_trajectory: for a JTC's messages
         self._arm_names = tuple(arm.name for arm in robot.arms)
         self._index = {name: i for i, name in enumerate(robot.joint_names)}
         self.joint_state_timeout, self.ik_reanchor_after = joint_state_timeout, ik_reanchor_after

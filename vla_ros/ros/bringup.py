@@ -128,6 +128,8 @@ def summary(graph: Graph, duration: float) -> dict:
                         "stale_joint_state_ticks": graph.policy.stale_ticks, "executor": stats.as_dict(),
                         "worker": graph.policy.worker.stats()},
         "safety_node": {"estop": graph.safety.filter.estopped, "state": graph.safety.state, **graph.safety.counts,
+                        "commands_by_state": dict(graph.safety.states_seen),
+                        "mode_changes": dict(graph.safety.transitions),
                         "interventions": graph.safety.filter.intervention_counts()},
     }
     if graph.ik is not None:

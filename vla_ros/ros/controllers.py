@@ -6,7 +6,7 @@ One adapter per `controllers:` entry of the robot config. The same adapter also 
 Interfaces:
   joint_trajectory        trajectory_msgs/JointTrajectory (ros2_control JTC, UR scaled JTC, franka arm controller): the
                           safety filter's own trajectory, run `controller_delay` late: its last commands, the new one
-                          and the stop after it, as points with positions and velocities
+                          and the stop after it, as points with positions, velocities and accelerations
                           (core.safety.controller_trajectory); header.stamp = the command's stamp (or zero = "start
                           on receipt" with `start_on_receipt`, for a controller whose clock is not the graph's).
   float64_multi_array     std_msgs/Float64MultiArray, positions in the controller's joint order
@@ -123,15 +123,14 @@ class ControllerAdapter:
                 sec_to_stamp(trajectory.stamp, msg.header.stamp)
             index = self.index
             nanoseconds = np.round(trajectory.times * 1e9).astype(np.int64).tolist()
-            # Positions and velocities only: between the trajectory's points every joint moves along one cubic, which
-            # the controller's cubic interpolation reproduces exactly (accelerations would only cost message time).
             # array.array('d') is the message fields' own type: assigned without a per-element check.
             points = reuse if reuse is not None else []
             while len(points) < len(nanoseconds):
                 points.append(JointTrajectoryPoint())
-            for point, ns, p, v in zip(points, nanoseconds, trajectory.positions[:, index].tolist(),
-                                       trajectory.velocities[:, index].tolist()):
-                point.positions, point.velocities = array("d", p), array("d", v)
+            for point, ns, p, v, a in zip(points, nanoseconds, trajectory.positions[:, index].tolist(),
+                                          trajectory.velocities[:, index].tolist(),
+                                          trajectory.accelerations[:, index].tolist()):
+                point.positions, point.velocities, point.accelerations = array("d", p), array("d", v), array("d", a)
                 point.time_from_start.sec, point.time_from_start.nanosec = ns // 1_000_000_000, ns % 1_000_000_000
             msg.points = points[:len(nanoseconds)]
         elif self.interface == "float64_multi_array":

@@ -50,7 +50,7 @@ import numpy as np
 from vla_ros.core.robot import RobotModel
 from vla_ros.core.safety.braking import stop_breakpoints, stop_extent, stop_samples, stop_state
 from vla_ros.core.safety.config import SafetyConfig, SafetyLimits
-from vla_ros.core.safety.controller_trajectory import ControllerTrajectory, controller_trajectory
+from vla_ros.core.safety.controller_trajectory import ControllerTrajectory, controller_trajectory, thin_piece
 from vla_ros.core.safety.ee_limits import ArmGuard, arm_reach
 from vla_ros.core.safety.inputs import JointInput, out_of_range, read_time
 from vla_ros.core.safety.lookahead import StopLookahead
@@ -416,6 +416,10 @@ class SafetyFilter:
             state, pose = guard.keep(commanded, state, dt, events, weights)
             poses.append(pose)
         interior = self._piece(dt, weights)
+        if interior:  # sent to a trajectory controller: its points worth sending, chosen once (controller_trajectory)
+            p, v, a, _ = state
+            ends = [(self._t, self._pl, self._vl, self._al), *interior, (t, p, v, a)]
+            interior = thin_piece(ends, lookahead.V, lookahead.A)[1:-1]
         return self._commit(now, t, *state, "ok" if accepted else "hold", events, poses, interior)
 
     def _late(self, i: int, q: float, duration: float, dt: float) -> Intervention:
