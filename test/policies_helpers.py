@@ -1,21 +1,17 @@
-"""Shared helpers for the policy backend tests: observations, a robot with a wrist camera, a loopback openpi server."""
+"""Shared helpers for the policy backend tests: observations, a robot with a wrist camera. The loopback servers of
+the peers' protocols live in vla_ros.peer_servers (the policy bench uses them too)."""
 
 from __future__ import annotations
 
-import threading
-import traceback
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-import websockets.exceptions
-import websockets.sync.server
 import yaml
-from openpi_client import msgpack_numpy
 
+from vla_ros.core.policies import make_policy
 from vla_ros.core.robot import load_robot
 from vla_ros.core.types import Observation
-from vla_ros.resources import robot_config_dir
+from vla_ros.resources import policy_config_dir, robot_config_dir
 
 
 def observation(robot, images: dict, q: np.ndarray | None = None, instruction: str = "pick up the block",
@@ -38,50 +34,24 @@ def franka_with_wrist_camera(directory: Path):
     return load_robot(path)
 
 
-class LoopbackOpenpiServer:
-    """An openpi-protocol websocket server on 127.0.0.1 that decodes and encodes with openpi_client.msgpack_numpy
-    (the peer's own code). `policy(obs) -> reply dict`; an exception becomes openpi's error frame + close 1011."""
+def camera_images(robot, seed: int = 0) -> dict[str, np.ndarray]:
+    """A random RGB frame from every camera of `robot`, at the camera's resolution."""
+    rng = np.random.default_rng(seed)
+    return {c.name: rng.integers(0, 256, (c.height, c.width, 3), dtype=np.uint8) for c in robot.cameras}
 
-    def __init__(self, policy: Callable[[dict], dict], metadata: dict | None = None, port: int = 0,
-                 first_frame: bytes | str | None = None):
-        self.policy, self.metadata, self.first_frame = policy, metadata or {}, first_frame
-        self.received: list[dict] = []
-        self.connections = 0
-        self._open: list = []
-        self._server = websockets.sync.server.serve(self._handle, "127.0.0.1", port, compression=None, max_size=None)
-        self.port = self._server.socket.getsockname()[1]
-        self.url = f"ws://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
 
-    def _handle(self, connection) -> None:
-        self.connections += 1
-        self._open.append(connection)
-        connection.send(msgpack_numpy.packb(self.metadata) if self.first_frame is None else self.first_frame)
-        while True:
-            try:
-                request = msgpack_numpy.unpackb(connection.recv())
-            except websockets.exceptions.ConnectionClosed:
-                return
-            self.received.append(request)
-            try:
-                reply = self.policy(request)
-            except Exception:
-                connection.send(traceback.format_exc())
-                connection.close(code=1011, reason="Internal server error. Traceback included in previous frame.")
-                return
-            reply.setdefault("server_timing", {"infer_ms": 1.5})
-            connection.send(msgpack_numpy.packb(reply))
+def shipped_policy(name: str, robot, **overrides):
+    """config/policies/<name>.yaml with `overrides` (e.g. the loopback server's url), built for `robot`."""
+    path = policy_config_dir() / f"{name}.yaml"
+    config = yaml.safe_load(path.read_text())
+    config.update(overrides)
+    return make_policy(config, robot=robot, source=path)
 
-    def stop(self) -> None:
-        """Shut down like a server process exiting: stop listening and close every open connection."""
-        self._server.shutdown()
-        for connection in self._open:
-            connection.close(code=1001)
-        self._thread.join(timeout=5)
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
+def changed_config(name: str, directory: Path, **change) -> Path:
+    """config/policies/<name>.yaml with `change` applied, written to `directory` (for one-line config errors)."""
+    config = yaml.safe_load((policy_config_dir() / f"{name}.yaml").read_text())
+    config.update(change)
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path

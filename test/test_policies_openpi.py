@@ -14,11 +14,12 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from openpi_client import msgpack_numpy
 
-from policies_helpers import LoopbackOpenpiServer, franka_with_wrist_camera, observation
+from policies_helpers import franka_with_wrist_camera, observation
+from vla_ros.peer_servers import LoopbackOpenpiServer
 from vla_ros.core.config import Section
 from vla_ros.core.policies import PolicyServerError, PolicyUnavailableError, make_policy
-from vla_ros.core.policies.openpi_ws import ActionTransform, Backoff, OpenpiWebsocketPolicy, pack, parse_request, \
-    unpack
+from vla_ros.core.policies.openpi_ws import Backoff, OpenpiWebsocketPolicy, pack, parse_request, unpack
+from vla_ros.core.policies.spec import ActionTransform
 from vla_ros.core.types import ActionSpace, BadChunkError
 from vla_ros.resources import policy_config_dir
 

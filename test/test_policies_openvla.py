@@ -3,10 +3,8 @@ and the REST /act client against a loopback http.server."""
 
 from __future__ import annotations
 
-import http.server
 import json
 import socket
-import threading
 import time
 
 import json_numpy
@@ -16,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from policies_helpers import observation
+from vla_ros.peer_servers import LoopbackOpenVLAServer
 from vla_ros.core.errors import ConfigError
 from vla_ros.core.policies import PolicyServerError, PolicyUnavailableError, make_policy
 from vla_ros.core.policies.action_tokenizer import ActionDetokenizer, load_bounds_q99
@@ -85,46 +84,6 @@ def test_statistics_files(tmp_path):
 
 
 # --- REST client against a loopback server ---------------------------------------------------------------------------
-
-
-class LoopbackOpenVLAServer:
-    """Answers POST /act like openvla's deploy.py: json_numpy body in, json_numpy action (or "error") out."""
-
-    def __init__(self, reply, status: int = 200, delay_s: float = 0.0):
-        self.requests: list[dict] = []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                payload = json_numpy.loads(body)
-                if "encoded" in payload:
-                    payload = json_numpy.loads(payload["encoded"])
-                outer.requests.append({"path": self.path, **payload})
-                time.sleep(delay_s)
-                text = reply(payload) if callable(reply) else reply
-                data = text.encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/act"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
 
 
 @pytest.fixture(scope="module")

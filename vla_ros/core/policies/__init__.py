@@ -1,7 +1,8 @@
 """Policy backends behind one interface (`vla_ros.core.types.Policy`), built from a policy YAML by `make_policy`.
 
 A policy YAML names its backend and that backend's fields:
-    backend: colour_target_baseline | torch_local | openpi_ws | openvla_rest | playback | lerobot
+    backend: colour_target_baseline | torch_local | openpi_ws | openvla_rest | openvla_oft_rest | gr00t_zmq |
+             lerobot_async_grpc | playback | lerobot
 Backends load lazily, so building the baseline never imports torch.
 """
 
@@ -22,6 +23,9 @@ BACKENDS = {
     "torch_local": "torch_local",
     "openpi_ws": "openpi_ws",
     "openvla_rest": "openvla_rest",
+    "openvla_oft_rest": "openvla_oft",
+    "gr00t_zmq": "gr00t_zmq",
+    "lerobot_async_grpc": "lerobot_async",
     "playback": "playback",
     "lerobot": "lerobot",  # LeRobot 0.4 pretrained_model/ directories (ACT, Diffusion), run natively
 }

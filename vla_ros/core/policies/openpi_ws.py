@@ -27,7 +27,8 @@ from vla_ros.core.errors import ConfigError
 from vla_ros.core.policies.errors import PolicyServerError, PolicyUnavailableError
 from vla_ros.core.policies.preprocess import LAYOUTS, RESIZE_MODES, StateColumn, camera_image, check_cameras, \
     parse_image_size, parse_state, prepare_image, state_vector
-from vla_ros.core.policies.spec import checked_chunk, optional_str, parse_action_space, positive_int
+from vla_ros.core.policies.spec import ActionTransform, checked_chunk, optional_str, parse_action_space, \
+    parse_action_transform, positive_int
 from vla_ros.core.types import ActionChunk, ActionSpace, BadChunkError, Observation, PolicyMetadata
 
 # --- msgpack + numpy, byte-compatible with openpi_client.msgpack_numpy -----------------------------------------------
@@ -117,48 +118,6 @@ def _template_cameras(template: Mapping[str, Any]) -> list[str]:
         elif isinstance(value, dict):
             cameras.extend(_template_cameras(value))
     return cameras
-
-
-# --- action post-processing -----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ActionTransform:
-    """What the reference robot client does to the server's actions, in this order: clip every column to
-    `clip`, threshold the `binarize` columns (value > threshold -> 1 else 0), multiply by `scale` (e.g. DROID's
-    normalised joint velocity -> rad/s)."""
-
-    clip: tuple[float, float] | None = None
-    binarize: tuple[tuple[int, float], ...] = ()
-    scale: np.ndarray | None = None
-
-    def __call__(self, actions: np.ndarray) -> np.ndarray:
-        if self.clip is not None:
-            actions = np.clip(actions, *self.clip)
-        if self.binarize:
-            actions = actions.copy()
-            for column, threshold in self.binarize:
-                actions[:, column] = (actions[:, column] > threshold).astype(actions.dtype)
-        return actions * self.scale if self.scale is not None else actions
-
-
-def parse_action_transform(section: Section, dim: int) -> ActionTransform:
-    section.unknown_keys({"clip", "binarize", "scale"})
-    clip = None
-    if section.has("clip"):
-        lo, hi = section.floats("clip", length=2)
-        if not lo < hi:
-            raise section.error("clip", f"expected [low, high] with low < high, got {[lo, hi]}")
-        clip = (lo, hi)
-    binarize = []
-    for column, threshold in section.raw("binarize", {}).items():
-        if not isinstance(column, int) or not 0 <= column < dim:
-            raise section.error("binarize", f"column {column!r}: expected an index in [0, {dim})")
-        binarize.append((column, section.section("binarize").as_float(str(column), threshold)))
-    scale = None
-    if section.has("scale"):
-        scale = np.array(section.floats("scale", length=dim))
-    return ActionTransform(clip, tuple(binarize), scale)
 
 
 # --- the client -----------------------------------------------------------------------------------------------------
@@ -325,11 +284,8 @@ class OpenpiWebsocketPolicy:
         actions = np.asarray(reply["actions"])
         if actions.dtype.kind not in "fiu":
             raise BadChunkError(f"policy {self.metadata.name}: openpi actions have dtype {actions.dtype}")
-        actions = actions.astype(np.float64)
-        if actions.ndim == 2 and actions.shape[1] == self.metadata.action_space.dim:
-            actions = self.transform(actions)
         info = {key: _plain(reply[key]) for key in ("policy_timing", "server_timing") if key in reply}
-        return checked_chunk(self.metadata, actions, observation.stamp, info)
+        return checked_chunk(self.metadata, actions, observation.stamp, info, transform=self.transform)
 
 
 def _plain(value: Any) -> Any:

@@ -7,8 +7,8 @@ resizes the same way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -16,7 +16,8 @@ import numpy as np
 from vla_ros.core.config import Section
 from vla_ros.core.errors import ConfigError
 from vla_ros.core.policies.errors import ObservationError
-from vla_ros.core.types import GripperConvention, Observation
+from vla_ros.core.rotations import from_matrix
+from vla_ros.core.types import ROTATION_WIDTH, GripperConvention, Observation
 
 # stretch: resize to the exact size (OpenVLA's processor, ACT);
 # pad: keep the aspect ratio and pad with black, as tf.image.resize_with_pad (openpi's clients do this).
@@ -79,49 +80,112 @@ def prepare_image(image: np.ndarray, size: tuple[int, int] | None, mode: str, la
 
 @dataclass(frozen=True)
 class StateColumn:
-    """One entry of a policy's state vector: a joint position, or a gripper opening in the policy's convention."""
+    """One entry of a policy's state vector: a joint position (times `scale`), or a gripper opening in the policy's
+    convention."""
 
     joint: str
     gripper_open: float | None = None  # joint value when the gripper is fully open (gripper columns only)
     gripper_closed: float | None = None
     convention: GripperConvention | None = None  # the policy's values for open / closed
+    scale: float = 1.0
+
+    width = 1
 
     def value(self, position: float) -> float:
         if self.convention is None:
-            return position
+            return position * self.scale
         span = self.gripper_open - self.gripper_closed
         opening = float(np.clip((position - self.gripper_closed) / span, 0.0, 1.0))
         return self.convention.closed + opening * (self.convention.open - self.convention.closed)
 
 
-def parse_state(items: Sequence[Section], robot) -> tuple[StateColumn, ...]:
+@dataclass(frozen=True)
+class ConstantColumn:
+    """A fixed entry of the state vector (a dataset's padding column, e.g. GR00T Bridge's `pad`)."""
+
+    constant: float
+
+    width = 1
+
+
+# Column names of an end-effector pose part: position, then the rotation form's components.
+EE_COMPONENTS = {"rpy": ("roll", "pitch", "yaw"), "axis_angle": ("rx", "ry", "rz"), "quat": ("qx", "qy", "qz", "qw")}
+
+
+@dataclass(frozen=True)
+class EEPoseColumns:
+    """An arm's end-effector pose in the robot's base frame, by forward kinematics of its measured joints:
+    x, y, z (m) then the rotation in `rotation` form (rad) — or the `components` subset of those columns."""
+
+    robot: object = field(repr=False, compare=False)
+    arm: str
+    joints: tuple[str, ...]
+    frame: str
+    rotation: str
+    components: tuple[int, ...]
+    data: object = field(repr=False, compare=False)  # this part's own pinocchio Data: FK here never races the IK's
+
+    @property
+    def width(self) -> int:
+        return len(self.components)
+
+    def values(self, positions: Mapping[str, float], policy: str) -> np.ndarray:
+        measured = []
+        for joint in self.joints:
+            position = positions.get(joint)
+            if position is None:
+                raise ObservationError(f"policy {policy}: observation has no position for joint {joint!r}")
+            measured.append(float(position))
+        q = self.robot.vector_from(self.joints, measured, default=self.robot.home)
+        pose = self.robot.fk(q, self.frame, self.data)
+        full = np.concatenate([pose.translation, from_matrix(self.rotation, pose.rotation)])
+        return full[list(self.components)]
+
+
+def state_width(columns: Sequence[StateColumn | ConstantColumn | EEPoseColumns]) -> int:
+    """Length of the state vector built from `columns`."""
+    return sum(column.width for column in columns)
+
+
+def parse_state(items: Sequence[Section], robot) -> tuple[StateColumn | ConstantColumn | EEPoseColumns, ...]:
     """State parts from a policy YAML, each one of:
         {arm: NAME}                          the arm's joints, in the robot config's order
-        {joints: [NAME, ...]}                named joints
+        {joints: [NAME, ...]}                named joints; optional scale (e.g. -1 for a mirrored finger)
         {gripper: ARM, open: 1.0, closed: 0.0}   the arm's gripper opening, as the policy encodes open / closed;
             optional joint_open / joint_closed: the joint values the *training data* normalised over, when they
             differ from the robot config's gripper range (ALOHA datasets use their own finger span)
+        {ee: ARM, rotation: rpy, components: [x, y, z, roll, ...]}   the EE pose in the base frame by forward
+            kinematics (rotation rpy | axis_angle | quat; components default: all, in that order)
+        {constant: VALUE}                    a fixed value (a dataset's padding column)
     """
-    columns: list[StateColumn] = []
+    columns: list[StateColumn | ConstantColumn | EEPoseColumns] = []
     for item in items:
-        item.unknown_keys({"arm", "joints", "gripper", "open", "closed", "joint_open", "joint_closed"})
-        kinds = [key for key in ("arm", "joints", "gripper") if item.has(key)]
+        item.unknown_keys({"arm", "joints", "scale", "gripper", "open", "closed", "joint_open", "joint_closed", "ee",
+                           "rotation", "components", "constant"})
+        kinds = [key for key in ("arm", "joints", "gripper", "ee", "constant") if item.has(key)]
         if len(kinds) != 1:
-            raise ConfigError(item.source, item.field, "expected exactly one of arm, joints, gripper")
+            raise ConfigError(item.source, item.field, "expected exactly one of arm, joints, gripper, ee, constant")
         kind = kinds[0]
+        if kind == "constant":
+            columns.append(ConstantColumn(item.float("constant")))
+            continue
         if kind == "joints":
             names = item.strs("joints")
             if robot is not None:
                 for name in names:
                     if name not in robot.joint_names:
                         raise item.error("joints", f"joint {name!r} is not a joint of robot {robot.name}")
-            columns.extend(StateColumn(name) for name in names)
+            scale = item.float("scale", 1.0)
+            columns.extend(StateColumn(name, scale=scale) for name in names)
             continue
         if robot is None:
             raise item.error(kind, "needs a robot model to resolve arm names; pass robot= to make_policy")
         arm = _arm(item, kind, robot)
         if kind == "arm":
             columns.extend(StateColumn(name) for name in arm.joints)
+            continue
+        if kind == "ee":
+            columns.append(_ee_pose(item, arm, robot))
             continue
         if arm.gripper is None:
             raise item.error("gripper", f"arm {arm.name!r} of robot {robot.name} has no gripper")
@@ -136,6 +200,18 @@ def parse_state(items: Sequence[Section], robot) -> tuple[StateColumn, ...]:
     return tuple(columns)
 
 
+def _ee_pose(item: Section, arm, robot) -> EEPoseColumns:
+    rotation = item.choice("rotation", tuple(ROTATION_WIDTH), "rpy")
+    names = ("x", "y", "z") + EE_COMPONENTS[rotation]
+    wanted = item.strs("components", list(names))
+    unknown = [name for name in wanted if name not in names]
+    if unknown or not wanted:
+        raise item.error("components", f"expected a non-empty list of {', '.join(names)} (rotation {rotation}), "
+                                       f"got {wanted}")
+    return EEPoseColumns(robot, arm.name, arm.joints, arm.ee_frame, rotation,
+                         tuple(names.index(name) for name in wanted), robot.new_data())
+
+
 def _arm(item: Section, key: str, robot):
     name = item.str(key)
     try:
@@ -145,15 +221,23 @@ def _arm(item: Section, key: str, robot):
                               f"{', '.join(a.name for a in robot.arms)})") from None
 
 
-def state_vector(columns: Sequence[StateColumn], observation: Observation, policy: str) -> np.ndarray:
+def state_vector(columns: Sequence[StateColumn | ConstantColumn | EEPoseColumns], observation: Observation,
+                 policy: str) -> np.ndarray:
     """The policy's state vector (float32) from the observation's joint positions, mapped by name."""
-    values = np.empty(len(columns), dtype=np.float32)
+    values = np.empty(state_width(columns), dtype=np.float32)
     positions = observation.joint_positions
-    for i, column in enumerate(columns):
-        position = positions.get(column.joint)
-        if position is None:
-            raise ObservationError(f"policy {policy}: observation has no position for joint {column.joint!r}")
-        values[i] = column.value(float(position))
+    i = 0
+    for column in columns:
+        if isinstance(column, StateColumn):
+            position = positions.get(column.joint)
+            if position is None:
+                raise ObservationError(f"policy {policy}: observation has no position for joint {column.joint!r}")
+            values[i] = column.value(float(position))
+        elif isinstance(column, ConstantColumn):
+            values[i] = column.constant
+        else:
+            values[i : i + column.width] = column.values(positions, policy)
+        i += column.width
     return values
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
@@ -79,8 +80,10 @@ def parse_action_space(section: Section, robot=None) -> ActionSpace:
 
 
 def checked_chunk(metadata: PolicyMetadata, actions, stamp: float, info: Mapping[str, object] | None = None,
-                  exact_horizon: bool = True) -> ActionChunk:
-    """Wrap a backend's raw output as an ActionChunk, raising BadChunkError when its shape or values are wrong."""
+                  exact_horizon: bool = True, transform: "ActionTransform | None" = None) -> ActionChunk:
+    """Wrap a backend's raw output as an ActionChunk, raising BadChunkError when its shape or values are wrong;
+    `transform` (the peer client's post-processing) runs on the checked actions, so a NaN cannot hide behind a
+    clip or a binarised column."""
     name, space = metadata.name, metadata.action_space
     try:
         actions = np.array(actions, dtype=np.float64)
@@ -95,4 +98,46 @@ def checked_chunk(metadata: PolicyMetadata, actions, stamp: float, info: Mapping
     if not np.all(np.isfinite(actions)):
         step, column = np.argwhere(~np.isfinite(actions))[0]
         raise BadChunkError(f"policy {name}: non-finite action at step {step}, column {column}")
+    if transform is not None:
+        actions = transform(actions)
     return ActionChunk(actions, space, 1.0 / metadata.rate_hz, float(stamp), dict(info or {}))
+
+
+@dataclass(frozen=True)
+class ActionTransform:
+    """What a peer's reference robot client does to the server's actions, in this order: clip every column to
+    `clip`, threshold the `binarize` columns (value > threshold -> 1 else 0), multiply by `scale` (e.g. DROID's
+    normalised joint velocity -> rad/s). YAML: `actions: {clip: [lo, hi], binarize: {column: threshold}, scale:
+    [...]}`."""
+
+    clip: tuple[float, float] | None = None
+    binarize: tuple[tuple[int, float], ...] = ()
+    scale: np.ndarray | None = None
+
+    def __call__(self, actions: np.ndarray) -> np.ndarray:
+        if self.clip is not None:
+            actions = np.clip(actions, *self.clip)
+        if self.binarize:
+            actions = actions.copy()
+            for column, threshold in self.binarize:
+                actions[:, column] = (actions[:, column] > threshold).astype(actions.dtype)
+        return actions * self.scale if self.scale is not None else actions
+
+
+def parse_action_transform(section: Section, dim: int) -> ActionTransform:
+    section.unknown_keys({"clip", "binarize", "scale"})
+    clip = None
+    if section.has("clip"):
+        lo, hi = section.floats("clip", length=2)
+        if not lo < hi:
+            raise section.error("clip", f"expected [low, high] with low < high, got {[lo, hi]}")
+        clip = (lo, hi)
+    binarize = []
+    for column, threshold in section.raw("binarize", {}).items():
+        if not isinstance(column, int) or not 0 <= column < dim:
+            raise section.error("binarize", f"column {column!r}: expected an index in [0, {dim})")
+        binarize.append((column, section.section("binarize").as_float(str(column), threshold)))
+    scale = None
+    if section.has("scale"):
+        scale = np.array(section.floats("scale", length=dim))
+    return ActionTransform(clip, tuple(binarize), scale)

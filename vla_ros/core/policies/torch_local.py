@@ -21,7 +21,7 @@ from vla_ros.core.config import Section
 from vla_ros.core.errors import ConfigError
 from vla_ros.core.policies.act import ACTConfig, ACTNetwork, load_act_config
 from vla_ros.core.policies.preprocess import RESIZE_MODES, StateColumn, camera_image, check_cameras, \
-    parse_image_size, parse_state, prepare_image, state_vector
+    parse_image_size, parse_state, prepare_image, state_vector, state_width
 from vla_ros.core.policies.spec import checked_chunk, parse_action_space, positive_int
 from vla_ros.core.types import ActionChunk, ActionSpace, BadChunkError, Observation, PolicyMetadata
 
@@ -160,8 +160,8 @@ def from_config(cfg: Section, robot=None) -> TorchLocalPolicy:
     state_columns = parse_state(cfg.sections("state"), robot)
     action_space = parse_action_space(cfg.section("action_space"), robot)
     if act_config is not None:
-        if len(state_columns) != act_config.state_dim:
-            raise cfg.error("state", f"gives {len(state_columns)} values, the ACT model config has state_dim "
+        if state_width(state_columns) != act_config.state_dim:
+            raise cfg.error("state", f"gives {state_width(state_columns)} values, the ACT model config has state_dim "
                                      f"{act_config.state_dim}")
         if action_space.dim != act_config.action_dim:
             raise cfg.error("action_space", f"has {action_space.dim} columns, the ACT model config has action_dim "
