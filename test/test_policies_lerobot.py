@@ -337,12 +337,13 @@ def test_bench_policies_writes_a_row_per_backend_checkpoint(tmp_path, capsys):
 
     parser = argparse.ArgumentParser()
     bench.add_arguments(parser)
-    args = parser.parse_args(["--json", str(tmp_path / "out.json"), "--repeats", "2", "--warmup", "0",
+    args = parser.parse_args(["--json", str(tmp_path / "out.json"), "--calls", "2", "--warmup", "0",
                               "--rows", "lerobot/act_env_ensemble", "--lerobot-python", str(tmp_path / "none")])
     assert bench.main(args) == 0
     results = json.loads((tmp_path / "out.json").read_text())
-    row = results["rows"]["lerobot/act_env_ensemble"]
-    assert row["backend"] == "lerobot" and row["horizon"] == 6 and row["ours"]["n"] == 2 and "peer" not in row
+    assert results["remote"] == []  # --rows picked one local row
+    row = results["local"]["lerobot/act_env_ensemble"]
+    assert row["backend"] == "lerobot" and row["horizon"] == 6 and row["ours"]["p50_ms"] > 0 and "peer" not in row
     assert "lerobot/act_env_ensemble" in capsys.readouterr().out
 
 
