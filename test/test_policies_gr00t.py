@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from policies_helpers import camera_images, changed_config, observation, shipped_policy
-from vla_ros.peer_servers import LoopbackGr00tServer
+from vla_ros.peer_servers import LoopbackGr00tServer, LoopbackOpenVLAServer
 from vla_ros.core.errors import ConfigError
 from vla_ros.core.policies import PolicyServerError, PolicyUnavailableError, make_policy
 from vla_ros.core.policies.gr00t_zmq import pack_msgpack, unpack_msgpack
@@ -201,6 +201,16 @@ def test_nobody_listening_times_out(robots):
         url = server.url  # a port that was just free again
     with pytest.raises(PolicyUnavailableError, match=r"no reply within 0\.2 s"):
         shipped_policy("gr00t_n16_widowx", widowx, url=url, timeout_s=0.2).infer(observation(widowx, camera_images(widowx)))
+
+
+def test_an_http_server_is_named(robots):
+    """ZeroMQ never completes its handshake with a plain TCP server: the call times out and says what to check."""
+    widowx = robots["widowx"]
+    with LoopbackOpenVLAServer("{}") as http_server:
+        url = "tcp://" + http_server.url.removeprefix("http://").removesuffix("/act")
+        with pytest.raises(PolicyUnavailableError, match=r"or not an Isaac-GR00T policy server"):
+            shipped_policy("gr00t_n16_widowx", widowx, url=url, timeout_s=0.3).infer(
+                observation(widowx, camera_images(widowx)))
 
 
 def test_codec_matches_gr00ts_msgserializer_format():

@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from policies_helpers import camera_images, changed_config, observation, shipped_policy
-from vla_ros.peer_servers import LoopbackLeRobotServer
+from vla_ros.peer_servers import LoopbackLeRobotServer, LoopbackOpenVLAServer
 from vla_ros.core.errors import ConfigError
 from vla_ros.core.policies import PolicyServerError, PolicyUnavailableError, make_policy
 from vla_ros.core.policies import lerobot_async_pb2 as pb
@@ -272,6 +272,15 @@ def test_not_a_lerobot_server(aloha):
             _policy(aloha, f"127.0.0.1:{port}").infer(observation(aloha, camera_images(aloha)))
     finally:
         other.stop(None)
+
+
+def test_an_http_server_is_named(aloha):
+    with LoopbackOpenVLAServer("{}") as http_server:
+        address = http_server.url.removeprefix("http://").removesuffix("/act")
+        with pytest.raises(PolicyServerError, match=rf"LeRobot policy server {address}: Ready: the server answers, "
+                                                    r"but not with gRPC \(.*\); is this a LeRobot") as info:
+            _policy(aloha, address, connect_timeout_s=2.0).infer(observation(aloha, camera_images(aloha)))
+    assert "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("change, message", [

@@ -135,6 +135,9 @@ class LeRobotAsyncPolicy:
             where = f"LeRobot policy server {self.address}: {name}"
             if code == grpc.StatusCode.UNAVAILABLE:
                 self._configured = False  # it may have restarted without the policy
+                if "HTTP/2" in detail or "http1" in detail.lower():
+                    raise PolicyServerError(f"{where}: the server answers, but not with gRPC ({detail}); is this a "
+                                            f"LeRobot async-inference policy_server?") from None
                 raise PolicyUnavailableError(f"{where}: unreachable ({detail})") from None
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise PolicyUnavailableError(f"{where}: no reply within {timeout:.1f} s") from None
