@@ -259,6 +259,15 @@ def test_server_down_and_slow_server(aloha):
         assert server.calls.count("Ready") == 2  # re-handshake: Ready discards the abandoned GetActions' queue
 
 
+def test_loading_the_policy_has_its_own_timeout(aloha):
+    with LoopbackLeRobotServer(_zero_chunk(), load_delay_s=0.5) as server:
+        policy = _policy(aloha, server.address, infer_timeout_s=0.3)
+        assert policy.infer(observation(aloha, camera_images(aloha))).horizon == 100
+    with LoopbackLeRobotServer(_zero_chunk(), load_delay_s=0.5) as server:
+        with pytest.raises(PolicyUnavailableError, match=r"SendPolicyInstructions: no reply within 0\.2 s"):
+            _policy(aloha, server.address, load_timeout_s=0.2).infer(observation(aloha, camera_images(aloha)))
+
+
 def test_not_a_lerobot_server(aloha):
     import grpc
     from concurrent import futures

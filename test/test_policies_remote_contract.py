@@ -5,6 +5,7 @@ forward kinematics, constants, scaled joints) that the new configs use."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import json_numpy
@@ -15,7 +16,7 @@ from policies_helpers import camera_images, observation, shipped_policy
 from vla_ros.peer_servers import LoopbackGr00tServer, LoopbackLeRobotServer, LoopbackOpenVLAServer
 from vla_ros.core.config import Section
 from vla_ros.core.errors import ConfigError
-from vla_ros.core.policies import make_policy
+from vla_ros.core.policies import PolicyUnavailableError, make_policy
 from vla_ros.core.policies.preprocess import parse_state, state_vector, state_width
 from vla_ros.core.policy_worker import PolicyWorker
 from vla_ros.core.robot import load_robot
@@ -78,10 +79,13 @@ def _oft_server():
     return server, {"url": server.url}
 
 
-def _gr00t_server():
-    good = {"action.left_arm": np.zeros((16, 6)), "action.left_gripper": np.ones(16),
+def _gr00t_reply():
+    return {"action.left_arm": np.zeros((16, 6)), "action.left_gripper": np.ones(16),
             "action.right_arm": np.zeros((16, 6)), "action.right_gripper": np.ones(16)}
-    server = LoopbackGr00tServer(_fails_once(_raise("state.left_arm has 5 dims, expected 6"), lambda: good))
+
+
+def _gr00t_server():
+    server = LoopbackGr00tServer(_fails_once(_raise("state.left_arm has 5 dims, expected 6"), _gr00t_reply))
     return server, {"url": server.url}
 
 
@@ -104,6 +108,27 @@ def test_worker_counts_a_bad_server_and_serves_the_next_request(robots, name, ma
         served = _run(worker, obs)
         assert served.error is None and served.chunk.horizon == policy.metadata.horizon
         assert worker.stats()["errors"] == 1 and worker.stats()["completed"] == 1
+
+
+@pytest.mark.parametrize("name, make_server", [
+    ("gr00t_n15_aloha", lambda: LoopbackGr00tServer(lambda data: _gr00t_reply(), delay_s=0.5)),
+    ("lerobot_async_act_aloha", lambda: LoopbackLeRobotServer(lambda obs: np.zeros((100, 14)), delay_s=0.5)),
+])
+def test_a_second_call_while_one_waits_is_refused_not_interleaved(robots, name, make_server):
+    """The worker abandons a slow call and may ask again while it still waits: the client refuses at once rather
+    than share its socket (ZeroMQ) or let the server answer into the abandoned call (LeRobot)."""
+    aloha = robots["aloha"]
+    obs = observation(aloha, camera_images(aloha))
+    with make_server() as server:
+        policy = shipped_policy(name, aloha, **({"url": server.url} if hasattr(server, "url") else
+                                                {"address": server.address}))
+        slow = threading.Thread(target=policy.infer, args=(obs,))
+        slow.start()
+        time.sleep(0.2)
+        with pytest.raises(PolicyUnavailableError, match="the previous request is still waiting for its reply"):
+            policy.infer(obs)
+        slow.join()
+        assert policy.infer(obs).horizon == policy.metadata.horizon
 
 
 # --- state parts -----------------------------------------------------------------------------------------------------

@@ -232,12 +232,13 @@ class LoopbackLeRobotServer:
     (this is our own client's data) and recorded, GetActions answers the newest observation with `policy(obs) ->
     (T, D) actions` as TimedActions of torch tensors, timed from the observation at `fps`, or with empty Actions
     when no observation arrives within `obs_queue_timeout_s`. An exception in `policy` fails the call (gRPC
-    UNKNOWN, as a raising servicer does); `reply_data` replaces the GetActions payload."""
+    UNKNOWN, as a raising servicer does); `reply_data` replaces the GetActions payload; `delay_s` delays GetActions
+    and `load_delay_s` SendPolicyInstructions (loading the policy)."""
 
     def __init__(self, policy: Callable[[Any], np.ndarray], fps: float = 50.0, obs_queue_timeout_s: float = 2.0,
-                 reply_data: bytes | None = None, delay_s: float = 0.0):
+                 reply_data: bytes | None = None, delay_s: float = 0.0, load_delay_s: float = 0.0):
         self.policy, self.fps, self.obs_queue_timeout_s = policy, fps, obs_queue_timeout_s
-        self.reply_data, self.delay_s = reply_data, delay_s
+        self.reply_data, self.delay_s, self.load_delay_s = reply_data, delay_s, load_delay_s
         self.calls: list[str] = []
         self.configs: list[Any] = []
         self.observations: list[Any] = []
@@ -282,6 +283,7 @@ class LoopbackLeRobotServer:
         self.calls.append("SendPolicyInstructions")
         config = pickle.loads(request.data)
         self.configs.append(config)
+        time.sleep(self.load_delay_s)
         if config.policy_type not in ("act", "smolvla", "diffusion", "tdmpc", "vqbet", "pi0", "pi05", "groot"):
             raise ValueError(f"Policy type {config.policy_type} not supported.")
         return pb.Empty()

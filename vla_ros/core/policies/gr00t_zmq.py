@@ -43,8 +43,8 @@ from vla_ros.core.errors import ConfigError
 from vla_ros.core.policies.errors import PolicyServerError, PolicyUnavailableError
 from vla_ros.core.policies.preprocess import RESIZE_MODES, StateColumn, camera_image, check_cameras, \
     parse_image_size, parse_state, resize_image, state_vector
-from vla_ros.core.policies.spec import ActionTransform, checked_chunk, optional_str, parse_action_space, \
-    parse_action_transform, positive_int
+from vla_ros.core.policies.spec import ActionTransform, OneRequestAtATime, checked_chunk, optional_str, \
+    parse_action_space, parse_action_transform, positive_int
 from vla_ros.core.types import ActionChunk, ActionSpace, BadChunkError, Observation, PolicyMetadata
 
 PROTOCOLS = ("n1.5", "n1.6", "n1.6_sim_wrapper")
@@ -195,6 +195,7 @@ class Gr00tZmqPolicy:
         self.metadata = PolicyMetadata(name=name, action_space=action_space, horizon=horizon, rate_hz=rate_hz,
                                        cameras=tuple(camera for _, camera in layout.video), image_size=image_size)
         self._socket: zmq.Socket | None = None
+        self._one_at_a_time = OneRequestAtATime(f"GR00T server {url}")
 
     def close(self) -> None:
         socket, self._socket = self._socket, None
@@ -202,6 +203,10 @@ class Gr00tZmqPolicy:
             socket.close(linger=0)
 
     def _exchange(self, payload: bytes) -> bytes:
+        with self._one_at_a_time():  # a ZeroMQ socket must never be used by two threads at once
+            return self._send_and_receive(payload)
+
+    def _send_and_receive(self, payload: bytes) -> bytes:
         if self._socket is None:
             socket = zmq.Context.instance().socket(zmq.REQ)
             timeout_ms = int(self.timeout_s * 1000)

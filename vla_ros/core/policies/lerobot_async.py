@@ -44,8 +44,8 @@ from vla_ros.core.policies.errors import PolicyServerError, PolicyUnavailableErr
 from vla_ros.core.policies.lerobot_pickle import ForbiddenPickleError, dump_lerobot_dataclass, load_timed_actions
 from vla_ros.core.policies.preprocess import EE_COMPONENTS, RESIZE_MODES, ConstantColumn, EEPoseColumns, StateColumn, \
     camera_image, check_cameras, parse_image_size, parse_state, resize_image, state_vector
-from vla_ros.core.policies.spec import ActionTransform, checked_chunk, parse_action_space, parse_action_transform, \
-    positive_int
+from vla_ros.core.policies.spec import ActionTransform, OneRequestAtATime, checked_chunk, parse_action_space, \
+    parse_action_transform, positive_int
 from vla_ros.core.types import ActionChunk, ActionSpace, BadChunkError, Observation, PolicyMetadata
 
 SERVICE = "/transport.AsyncInference/"
@@ -106,6 +106,7 @@ class LeRobotAsyncPolicy:
         self._channel: grpc.Channel | None = None
         self._ready = self._configured = False
         self._timesteps = itertools.count()
+        self._one_at_a_time = OneRequestAtATime(f"LeRobot policy server {address}")
 
     # -- connection --
 
@@ -171,14 +172,18 @@ class LeRobotAsyncPolicy:
     # -- inference --
 
     def infer(self, observation: Observation) -> ActionChunk:
+        with self._one_at_a_time():  # a second GetActions in flight could take the answer to our observation
+            return self._infer(observation)
+
+    def _infer(self, observation: Observation) -> ActionChunk:
         meta = self.metadata
-        deadline = self.clock() + self.infer_timeout_s
         raw: dict[str, Any] = dict(zip(self.state_names, map(float, state_vector(self.state, observation, meta.name))))
         for key, camera in self.cameras:
             image = camera_image(observation, camera, meta.name)
             raw[key] = image if meta.image_size is None else resize_image(image, meta.image_size, self.resize)
         raw["task"] = observation.instruction
-        self._handshake(raw)
+        self._handshake(raw)  # bounded by its own timeouts (loading the policy may take minutes)
+        deadline = self.clock() + self.infer_timeout_s
         timestep = next(self._timesteps)
         payload = dump_lerobot_dataclass("TimedObservation", {
             "timestamp": observation.stamp, "timestep": timestep, "observation": raw, "must_go": True})
@@ -196,8 +201,9 @@ class LeRobotAsyncPolicy:
             raise PolicyServerError(f"LeRobot policy server {self.address}: GetActions payload refused: {exc}") \
                 from None
         except _MALFORMED as exc:
+            text = str(exc).splitlines()[0][:200] if str(exc) else ""
             raise PolicyServerError(f"LeRobot policy server {self.address}: GetActions payload is not a pickled "
-                                    f"TimedAction list ({type(exc).__name__}: {exc})") from None
+                                    f"TimedAction list ({type(exc).__name__}: {text})") from None
         return self._chunk(timed, timestep, observation)
 
     def _chunk(self, timed, timestep: int, observation: Observation) -> ActionChunk:

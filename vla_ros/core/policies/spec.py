@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import numpy as np
 
 from vla_ros.core.config import Section
+from vla_ros.core.policies.errors import PolicyUnavailableError
 from vla_ros.core.types import ACTION_KINDS, FRAMES, ROTATION_WIDTH, ActionChunk, ActionSpace, BadChunkError, \
     GripperConvention, PolicyMetadata
 
@@ -141,3 +144,22 @@ def parse_action_transform(section: Section, dim: int) -> ActionTransform:
     if section.has("scale"):
         scale = np.array(section.floats("scale", length=dim))
     return ActionTransform(clip, tuple(binarize), scale)
+
+
+class OneRequestAtATime:
+    """Refuses a request while another is in flight. The policy worker abandons a call that outlives its
+    inference_timeout and may start the next one while the abandoned call still waits for the server; a client
+    whose connection cannot carry two exchanges at once (a ZeroMQ REQ socket, LeRobot's observation / GetActions
+    pairing) refuses rather than interleave them."""
+
+    def __init__(self, server: str):
+        self.server, self._lock = server, threading.Lock()
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        if not self._lock.acquire(blocking=False):
+            raise PolicyUnavailableError(f"{self.server}: the previous request is still waiting for its reply")
+        try:
+            yield
+        finally:
+            self._lock.release()
