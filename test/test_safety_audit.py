@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from safety_helpers import robot
+from vla_ros.bench import controller_timing
 from vla_ros.core.safety import SafetyConfig, SafetyFilter
 from vla_ros.core.safety.independent_check import LimitChecker
-from vla_ros.core.sim.trajectory_controller import TrajectoryController
 
 ROBOTS = ("franka", "widowx", "ur5", "aloha")
 PERIOD = 0.02
@@ -270,79 +270,30 @@ def test_7_clock_jump_back_brakes_on_the_new_clock_and_reset_follows_the_usual_r
 
 # --- 8. controller timing: what a JointTrajectoryController executes ------------------------------------------------
 
-def _schedule(kind: str, rng: np.random.Generator, count: int = 120) -> list[float]:
-    """Call times: the node's hold timer (1.5 periods), 30 % jitter, a 0.3 s gap, a 0.2 s stall."""
-    times, t = [], 0.0
-    for k in range(count):
-        t += {"hold timer": 1.5 * PERIOD, "jitter": PERIOD * rng.uniform(0.7, 1.3),
-              "gap": 0.3 if k == 40 else PERIOD, "stall": 0.2 if k == 40 else PERIOD}[kind]
-        times.append(t)
-    return times
-
-
-def _execute(name: str, kind: str, one_point: bool = False):
-    """Play the audit's call schedule through the filter into a JointTrajectoryController model, sampled every
-    millisecond: (filter, commands, stamps, positions, velocities, accelerations, errors), `errors` = the controller's
-    distance from each command controller_delay after it. `one_point`: the design the filter replaced, each command
-    as a one-point trajectory reached one period after receipt."""
-    model = robot(name)
-    names = list(model.joint_names)
-    f = SafetyFilter(model, keep_trajectory=True)
-    controller = TrajectoryController(model.home)  # ros2_control's JTC: spline interpolation of what it receives
-    f.update_joint_state(names, model.home, 0.0)
-    f.tick(0.0)
-    target = model.home.copy()
-    target[0] += 1.0
-    target[3] += 1.0
-    commands, samples, errors, due, previous = [], [], [], [], 0.0
-    for t in _schedule(kind, np.random.default_rng(0)):
-        samples += [(s, *controller.sample(s)) for s in np.arange(previous, t - 1e-9, 0.001)]
-        previous = t
-        errors += [float(np.abs(controller.sample(at)[0] - q).max()) for at, q in due if at < t]
-        due = [(at, q) for at, q in due if at >= t]
-        f.update_joint_state(names, controller.sample(t)[0], t)
-        command = f.filter(names, target if int(t / 0.5) % 2 == 0 else model.home, t)
-        commands.append(command)
-        if one_point:
-            controller.receive(t, [PERIOD], [command.positions])
-        else:
-            sent = f.controller_trajectory()
-            controller.receive(t, sent.times, sent.positions, sent.velocities, sent.accelerations, start=sent.stamp)
-            due.append((command.stamp + f.controller_delay, command.positions))
-    samples += [(s, *controller.sample(s)) for s in np.arange(previous, previous + 1.0, 0.001)]
-    stamps = np.array([s[0] for s in samples])
-    positions, velocities, accelerations = (np.array([s[k] for s in samples]) for k in (1, 2, 3))
-    return f, commands, stamps, positions, velocities, accelerations, errors
-
-
-def _ee_speed_ratio(model, stamps, positions) -> float:
-    arm = model.arms[0]
-    points = np.array([model.fk(q, arm.ee_frame_id).translation for q in positions])
-    return float((np.linalg.norm(np.diff(points, axis=0), axis=1) / np.diff(stamps)).max() / arm.max_ee_linear_speed)
-
-
 @pytest.mark.parametrize("name", ["franka", "ur5"])
 @pytest.mark.parametrize("kind", ["hold timer", "jitter", "gap", "stall"])
 def test_8_the_controller_executes_exactly_the_filtered_motion_whatever_the_call_spacing(name, kind):
-    f, commands, stamps, positions, velocities, accelerations, errors = _execute(name, kind)
-    limits = f.limits
+    """The node's hold timer (1.5 periods), 30 % jitter, a 0.3 s gap, a 0.2 s stall (vla_ros.bench.controller_timing:
+    the filter's commands through a model of ros2_control's JTC, sampled every millisecond)."""
+    run = controller_timing.execute(robot(name), kind)
+    limits, velocities = run["filter"].limits, run["velocities"]
     assert np.abs(velocities / limits.velocity).max() <= 1 + 1e-6
-    assert np.abs(accelerations / limits.acceleration).max() <= 1 + 1e-6
-    finite_difference = np.abs(np.diff(positions, axis=0) / np.diff(stamps)[:, None] / limits.velocity).max()
-    assert finite_difference <= 1 + 1e-6
+    assert np.abs(run["accelerations"] / limits.acceleration).max() <= 1 + 1e-6
+    executed = controller_timing.ratios(robot(name), run)
+    assert executed["joint_velocity"] <= 1 + 1e-6 and executed["joint_acceleration"] <= 1 + 1e-3  # finite differences
     # The controller is where each command put it, controller_delay later (within the thinning's 1e-5 rad).
-    assert len(errors) >= len(commands) - 3 and max(errors) <= 1e-5
+    errors = run["errors"]
+    assert len(errors) >= len(run["commands"]) - 3 and max(errors) <= 1e-5
     assert not velocities[-1].any()  # and, when the calls stop, it ends at rest
 
 
 def test_8_a_one_point_trajectory_per_command_was_asked_for_more_than_the_limits():
     """The design the filter replaced, on the same schedule: every command reached one period after receipt, so a
     call 1.5 periods after the last makes the arm cover 1.5 periods of motion in one."""
-    model = robot("franka")
-    _, _, stamps, positions, *_ = _execute("franka", "hold timer", one_point=True)
-    assert _ee_speed_ratio(model, stamps, positions) > 1.2
-    _, _, stamps, positions, *_ = _execute("franka", "hold timer")
-    assert _ee_speed_ratio(model, stamps, positions) < 1.2
+    franka = robot("franka")
+    assert controller_timing.ratios(franka, controller_timing.execute(franka, "hold timer", one_point=True))[
+        "ee_linear_speed"] > 1.2
+    assert controller_timing.ratios(franka, controller_timing.execute(franka, "hold timer"))["ee_linear_speed"] < 1.2
 
 
 def test_the_documented_state_machine_is_the_code_s():
