@@ -18,7 +18,7 @@ from sensor_msgs.msg import JointState
 from vla_ros.core.errors import VlaRosError
 from vla_ros.core.ik import DifferentialIK, IKConfig
 from vla_ros.ros import diagnostics, params, qos
-from vla_ros.ros.base import JointStateInput, now_sec
+from vla_ros.ros.base import JointStateInput, RateLimitedLog, now_sec
 from vla_ros.ros.entry import run_single_node
 from vla_ros.ros.messages import EE_COMMAND_TOPIC, JOINT_COMMAND_TOPIC, ee_commands_from_msg, fill_joint_state, stamp_to_sec
 
@@ -55,27 +55,28 @@ class IKNode(Node):
         self.counts = {"steps": 0, "stale_commands": 0, "stale_joint_states": 0, "bad_commands": 0, "unreachable": 0,
                        "limited": 0, "near_singular": 0, "target_clamped": 0}
         self.last_error = ""
+        self._log = RateLimitedLog(self)
 
     def _on_command(self, msg: JointState) -> None:
         now = now_sec(self)
         if not self.states.fresh(now, self.joint_timeout):
             self.counts["stale_joint_states"] += 1
             self.last_error = self.states.stale_reason(now, self.joint_timeout)
-            self.get_logger().warning(f"holding: {self.last_error}", throttle_duration_sec=2.0)
+            self._log("warning", "stale state", f"holding: {self.last_error}")
             self._last_command = -float("inf")  # re-anchor when the state comes back
             return
         stamp = stamp_to_sec(msg.header.stamp)
         if now - stamp > self.command_timeout:
             self.counts["stale_commands"] += 1
             self.last_error = f"{self.ee_topic}: command stamped {stamp:.3f} is {now - stamp:.3f} s old (max {self.command_timeout:g})"
-            self.get_logger().warning(self.last_error, throttle_duration_sec=2.0)
+            self._log("warning", "stale command", self.last_error)
             return
         try:
             commands = ee_commands_from_msg(msg, self.arm_names, self.ee_topic)
         except (VlaRosError, ValueError) as exc:
             self.counts["bad_commands"] += 1
             self.last_error = str(exc)
-            self.get_logger().error(self.last_error, throttle_duration_sec=2.0)
+            self._log("error", "bad command", self.last_error)
             return
         q = self.states.cache.positions
         if now - self._last_command > self.reanchor_after:
@@ -86,7 +87,7 @@ class IKNode(Node):
         except ValueError as exc:  # e.g. a gripper command for an arm without one: refuse, never crash the node
             self.counts["bad_commands"] += 1
             self.last_error = f"{self.ee_topic}: {exc}"
-            self.get_logger().error(self.last_error, throttle_duration_sec=2.0)
+            self._log("error", "refused command", self.last_error)
             return
         self.counts["steps"] += 1
         for status in result.arms.values():

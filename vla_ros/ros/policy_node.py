@@ -31,7 +31,7 @@ from vla_ros.core.policies import make_policy
 from vla_ros.core.policy_worker import PolicyWorker
 from vla_ros.core.types import ActionChunk, Observation
 from vla_ros.ros import diagnostics, params, qos
-from vla_ros.ros.base import JointStateInput, now_sec
+from vla_ros.ros.base import JointStateInput, RateLimitedLog, now_sec
 from vla_ros.ros.markers import chunk_markers
 from vla_ros.ros.entry import run_single_node
 from vla_ros.ros.messages import (EE_COMMAND_TOPIC, JOINT_COMMAND_TOPIC, fill_ee_command, fill_joint_state,
@@ -66,6 +66,7 @@ class _Frame:
 class PolicyNode(Node):
     def __init__(self, *, robot=None, policy=None, **node_kwargs):
         super().__init__("policy_node", **node_kwargs)
+        self._log = RateLimitedLog(self)
         params.declare(self, {k: v for k, v in PARAMETERS.items() if not k.startswith("executor.")})
         self.robot = robot or params.robot_from_params(self)
         self.policy = policy or make_policy(params.value(self, "policy"), self.robot)
@@ -142,7 +143,7 @@ class PolicyNode(Node):
         except VlaRosError as exc:
             self.image_errors += 1
             self.last_image_error = str(exc)
-            self.get_logger().error(str(exc), throttle_duration_sec=5.0)
+            self._log("error", f"image {camera.name}", str(exc))
             return
         self._frames[camera.name] = _Frame(pixels, stamp_to_sec(msg.header.stamp), now_sec(self))
 
@@ -192,11 +193,10 @@ class PolicyNode(Node):
                             self.accepted_stamps.append(result.chunk.stamp)
                             self._publish_markers(result.chunk, now)
                     else:
-                        self.get_logger().error(self.chunks.stats().last_rejection or "chunk rejected",
-                                                throttle_duration_sec=2.0)
+                        self._log("error", "chunk rejected", self.chunks.stats().last_rejection or "chunk rejected")
                 else:
                     self.chunks.record_inference_error(result.error)
-                    self.get_logger().error(result.error, throttle_duration_sec=2.0)
+                    self._log("error", "inference error", result.error)
             tick = self.chunks.tick(now)
             self.last_hold = tick.hold or ""
             if tick.request and not self.worker.busy:
@@ -223,7 +223,7 @@ class PolicyNode(Node):
         except VlaRosError as exc:  # e.g. a frame of the wrong format: the next inference reports it too
             self.image_errors += 1
             self.last_image_error = str(exc)
-            self.get_logger().error(str(exc), throttle_duration_sec=5.0)
+            self._log("error", "observe", str(exc))
 
     def _publish_action(self, action: np.ndarray, now: float) -> None:
         try:
@@ -238,7 +238,7 @@ class PolicyNode(Node):
             self.published += 1
         except (VlaRosError, ValueError) as exc:  # e.g. a degenerate quaternion: hold rather than guess
             self.chunks.record_inference_error(str(exc))
-            self.get_logger().error(f"action not published: {exc}", throttle_duration_sec=2.0)
+            self._log("error", "action", f"action not published: {exc}")
 
     def _publish_markers(self, chunk: ActionChunk, now: float) -> None:
         if self.markers.get_subscription_count() == 0:

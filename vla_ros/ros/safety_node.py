@@ -26,7 +26,7 @@ from std_srvs.srv import Trigger
 from vla_ros.core.errors import ConfigError
 from vla_ros.core.safety import SafetyConfig, SafetyFilter
 from vla_ros.ros import diagnostics, params, qos
-from vla_ros.ros.base import JointStateInput, now_sec
+from vla_ros.ros.base import JointStateInput, RateLimitedLog, now_sec
 from vla_ros.ros.controllers import ControllerPort, make_adapters
 from vla_ros.ros.entry import run_single_node
 from vla_ros.ros.messages import JOINT_COMMAND_TOPIC, stamp_to_sec
@@ -77,6 +77,7 @@ class SafetyNode(Node):
         # The last minute of sent commands (SafeCommand, with stamps and segments) for independent re-checks.
         self.sent: deque = deque(maxlen=int(60 * self.robot.control_rate_hz))
         self.last_error = ""
+        self._log = RateLimitedLog(self)
         # Restarted by every call, so it fires only once targets are late by the controller delay: until then the
         # controller still executes the last command's trajectory, and a target with ordinary jitter (or a loaded
         # machine's) is never preceded by a hold command. While holding, it ticks the filter at that period (its
@@ -86,7 +87,7 @@ class SafetyNode(Node):
 
     def _on_joint_state(self, names, positions, velocities, now: float) -> None:
         for problem in self.filter.update_joint_state(names, positions, now, velocities):
-            self._error(problem.detail)
+            self._error(problem.detail, "joint state")
 
     def _on_target(self, msg: JointState) -> None:
         now = now_sec(self)
@@ -94,7 +95,7 @@ class SafetyNode(Node):
         if now - stamp > self.command_timeout:
             self.counts["stale_targets"] += 1
             self._error(f"{self.topic}: target stamped {stamp:.3f} is {now - stamp:.3f} s old "
-                        f"(max {self.command_timeout:g} s); refused")
+                        f"(max {self.command_timeout:g} s); refused", "stale target")
             return
         self.counts["targets"] += 1
         self._send(self.filter.filter(msg.name, msg.position, now), now)
@@ -110,7 +111,7 @@ class SafetyNode(Node):
         self._watchdog_timer.reset()
         for intervention in command.interventions:
             if intervention.limit in _ERROR_LIMITS:
-                self._error(intervention.detail)
+                self._error(intervention.detail, intervention.limit)
         self.states_seen[command.state] += 1
         self.state = command.state
         if self.filter.mode != self.mode:
@@ -143,9 +144,9 @@ class SafetyNode(Node):
         else:
             self.get_logger().info(text)
 
-    def _error(self, message: str) -> None:
+    def _error(self, message: str, key: str = "error") -> None:
         self.last_error = message
-        self.get_logger().error(message, throttle_duration_sec=2.0)
+        self._log("error", key, message)
 
     def _on_estop(self, request, response):
         self.filter.estop("~/estop service")

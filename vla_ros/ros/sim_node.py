@@ -24,7 +24,7 @@ from vla_ros.core.errors import VlaRosError
 from vla_ros.core.sim.scene import SimScene
 from vla_ros.core.sim.tracker import JointTracker, TrackerConfig
 from vla_ros.ros import params, qos
-from vla_ros.ros.base import now_sec
+from vla_ros.ros.base import RateLimitedLog, now_sec
 from vla_ros.ros.controllers import ControllerInput, make_adapters
 from vla_ros.ros.entry import run_single_node
 from vla_ros.ros.messages import fill_image, fill_joint_state, source_joints
@@ -50,6 +50,7 @@ class SimNode(Node):
         self.scene = SimScene(self.robot, target_xyz=target if len(target) == 3 else None, seed=params.value(self, "seed"))
         self.q = self.robot.home.copy()
         self.command_errors = 0
+        self._log = RateLimitedLog(self)
 
         self.adapters = make_adapters(self.robot, params.value(self, "controller_interface_override"))
         self.inputs = [ControllerInput(self, adapter, qos.COMMAND, self.q[self.robot.indices(adapter.spec.joints)],
@@ -80,7 +81,7 @@ class SimNode(Node):
             return True
         except VlaRosError as exc:
             self.command_errors += 1
-            self.get_logger().error(f"command refused: {exc}", throttle_duration_sec=2.0)
+            self._log("error", "command", f"command refused: {exc}")
             return False
 
     def _publish_joint_states(self) -> None:

@@ -304,7 +304,7 @@ class SafetyFilter:
             return self._brake(now, t, dt, keep_target=accepted, events=events)
         if dt > self.controller_delay:
             excess = dt - self.controller_delay
-            events.append(Intervention("time", None, None, dt, self.controller_delay,
+            events.append(Intervention("late_call", None, None, dt, self.controller_delay,
                                        f"call {dt * 1e3:.1f} ms after the previous command: braked for the "
                                        f"{excess * 1e3:.1f} ms beyond the controller delay first, as the controller "
                                        f"did"))

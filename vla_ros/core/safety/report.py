@@ -13,11 +13,11 @@ import numpy as np
 # Intervention / violation kinds. Per joint: position (range or braking distance), velocity, acceleration, jerk,
 # trajectory (the trajectory generator found no profile: the joint group brakes). Per arm: workspace,
 # ee_linear_speed, ee_angular_speed. Whole command: input (refused: bad target, joint state or time), time (a call
-# not after the previous command, the clock going back, a late call or a gap), state_stale, command_stale, estop,
-# not_ready, reset (a refused reset).
+# not after the previous command, the clock going back, or a gap), late_call (a call later than the controller delay:
+# braked for the excess first), state_stale, command_stale, estop, not_ready, reset (a refused reset).
 LIMITS = (
     "position", "velocity", "acceleration", "jerk", "trajectory", "workspace", "ee_linear_speed", "ee_angular_speed",
-    "input", "time", "state_stale", "command_stale", "estop", "not_ready", "reset",
+    "input", "time", "late_call", "state_stale", "command_stale", "estop", "not_ready", "reset",
 )
 # SafeCommand.state values.
 STATES = ("ok", "hold", "stopping", "stopped", "estop", "not_ready")
