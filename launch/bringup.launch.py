@@ -5,8 +5,10 @@
 
 Arguments: robot, policy, sim (also start sim_node), controller_interface ("" or float64_multi_array),
 params_file (default config/nodes.yaml), fastdds_profile (default config/fastdds.xml; "" = Fast DDS defaults),
-discovery_range (ROS_AUTOMATIC_DISCOVERY_RANGE, default LOCALHOST). The same nodes run in one process with
-`vla-ros bringup`. ik_node always starts; with a joint-space policy it simply receives nothing.
+discovery_range (ROS_AUTOMATIC_DISCOVERY_RANGE, default LOCALHOST), niceness (the control nodes run under
+`nice -n <niceness>`, default -10: ahead of other busy processes on the robot PC; without the permission `nice`
+warns and they run at normal priority). The same nodes run in one process with `vla-ros bringup`. ik_node always
+starts; with a joint-space policy it simply receives nothing.
 """
 
 from launch import LaunchDescription
@@ -30,6 +32,7 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("params_file", default_value=str(config / "nodes.yaml")),
         DeclareLaunchArgument("fastdds_profile", default_value=str(config / "fastdds.xml")),
         DeclareLaunchArgument("discovery_range", default_value="LOCALHOST"),
+        DeclareLaunchArgument("niceness", default_value="-10"),
     ]
     environment = [
         SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE", arg("fastdds_profile")),
@@ -42,10 +45,11 @@ def generate_launch_description() -> LaunchDescription:
         return Node(package="vla_ros", executable=executable, name=executable, output="screen",
                     parameters=[arg("params_file"), {**common, **(extra or {})}], **kwargs)
 
+    control = {"prefix": ["nice -n ", arg("niceness")]}
     nodes = [
-        node("policy_node", {"policy": arg("policy")}),
-        node("ik_node"),
-        node("safety_node"),
+        node("policy_node", {"policy": arg("policy")}, **control),
+        node("ik_node", **control),
+        node("safety_node", **control),
         node("sim_node", condition=IfCondition(arg("sim"))),
     ]
     return LaunchDescription(arguments + environment + nodes)

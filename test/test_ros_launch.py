@@ -67,3 +67,6 @@ def test_launch_nodes_get_robot_policy_and_sim(sim):
         assert values["controller_interface_override"] == "float64_multi_array"
         if "policy_node" in str(node.node_executable):
             assert values["policy"] == "baseline"
+        prefix = launch.utilities.perform_substitutions(context, node.process_description.prefix)
+        # the control nodes run ahead of other busy processes of the robot PC; the simulated robot does not
+        assert prefix == ("" if "sim_node" in str(node.node_executable) else "nice -n -10")

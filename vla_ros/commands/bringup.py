@@ -1,5 +1,5 @@
 """`vla-ros bringup --robot R --policy P [--sim] [--duration S] [--summary OUT.json]`: the whole node graph in one
-process (policy_node, ik_node for EE policies, safety_node, optionally sim_node) on one MultiThreadedExecutor.
+process (policy_node, ik_node for EE policies, safety_node, optionally sim_node), one executor thread per node.
 
 The path for pip-only installs; launch/bringup.launch.py starts the same nodes as separate processes.
 DDS stays on loopback (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST) and uses the shipped Fast DDS profile
@@ -24,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "GripperCommand interfaces (their packages are not pip-installable)")
     parser.add_argument("--params-file", type=Path, help="node parameters (default: config/nodes.yaml)")
     parser.add_argument("--instruction", default="", help="initial task instruction")
+    parser.add_argument("--niceness", type=int, default=-10,
+                        help="run the graph at this priority when permitted (default -10; 0 = unchanged)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -35,7 +37,8 @@ def main(args: argparse.Namespace) -> int:
     if args.params_file is not None and not args.params_file.is_file():
         raise ConfigError(args.params_file, "", "params file not found")
     overrides = {"instruction": args.instruction} if args.instruction else None
-    result = run(args.robot, args.policy, args.sim, args.duration, args.controller_interface, args.params_file, overrides)
+    result = run(args.robot, args.policy, args.sim, args.duration, args.controller_interface, args.params_file, overrides,
+                 niceness=args.niceness)
     text = json.dumps(result, indent=2, default=str)
     if args.summary:
         args.summary.parent.mkdir(parents=True, exist_ok=True)

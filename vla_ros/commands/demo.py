@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--summary", type=Path, help="also write the summary JSON here")
     parser.add_argument("--seed", type=int, default=0, help="where the simulated target is placed")
     parser.add_argument("--frames", type=int, default=4, help="camera frames to save with the chunk drawn on them")
+    parser.add_argument("--niceness", type=int, default=-10,
+                        help="run the graph at this priority when permitted (default -10; 0 = unchanged)")
     parser.add_argument("--cpu-load", action="store_true",
                         help="run with every core busy (the CPU hog of `vla-ros bench ros-latency --load`)")
 
@@ -84,7 +86,7 @@ def _run(args: argparse.Namespace) -> int:
     override = _controller_override(robot)
     policy = _baseline(robot)
     graph = start_graph(args.robot, "baseline", sim=True, controller_interface=override, policy_object=policy,
-                        overrides={"seed": args.seed})
+                        overrides={"seed": args.seed}, niceness=args.niceness)
     recorder = DemoRecorder(robot, make_adapters(robot, override), params.value(graph.policy, "markers_topic"),
                             snapshot_period=args.duration / (args.frames + 1), context=graph.context)
     graph.add_node(recorder)

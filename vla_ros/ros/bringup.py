@@ -8,6 +8,7 @@ from config/nodes.yaml (or --params-file), with robot / policy / controller over
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -53,13 +54,16 @@ class Graph:
 
 def start_graph(robot: str, policy: str, sim: bool = False, controller_interface: str = "",
                 params_file: Path | None = None, overrides: dict | None = None, context=None,
-                domain_id: int | None = None, policy_object=None) -> Graph:
+                domain_id: int | None = None, policy_object=None, niceness: int | None = None) -> Graph:
     """Build the graph in this process and start spinning it in a background thread of the executor.
 
     `context`: an initialised rclpy Context to use (tests); otherwise one is created on `domain_id`.
     `policy_object`: an already-built Policy (tests inject misbehaving ones); `policy` then only names it.
+    `niceness`: run the process at this priority first (params.raise_priority), e.g. -10.
     """
     params.use_fastdds_profile()
+    if niceness is not None and (note := params.raise_priority(niceness)):
+        print(note, file=sys.stderr)
     if context is None:
         context = rclpy.Context()
         args = ["--ros-args", "--params-file", str(params_file or params.nodes_params_file())]
@@ -141,9 +145,9 @@ def summary(graph: Graph, duration: float) -> dict:
 
 
 def run(robot: str, policy: str, sim: bool, duration: float | None, controller_interface: str = "",
-        params_file: Path | None = None, overrides: dict | None = None) -> dict:
+        params_file: Path | None = None, overrides: dict | None = None, niceness: int | None = None) -> dict:
     """Run the graph for `duration` seconds (None: until Ctrl-C) and return its summary."""
-    graph = start_graph(robot, policy, sim, controller_interface, params_file, overrides)
+    graph = start_graph(robot, policy, sim, controller_interface, params_file, overrides, niceness=niceness)
     started = time.monotonic()
     try:
         while duration is None or time.monotonic() - started < duration:

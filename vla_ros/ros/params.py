@@ -61,3 +61,20 @@ def use_fastdds_profile(env: dict | None = None, profile: Path | None = None) ->
         env["FASTRTPS_DEFAULT_PROFILES_FILE"] = env["FASTDDS_DEFAULT_PROFILES_FILE"] = profile
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     return env
+
+
+def raise_priority(niceness: int) -> str | None:
+    """Run this process (and every thread it starts from now on: Linux gives each thread its own nice value,
+    inherited at creation) at `niceness`, before rclpy starts its DDS threads. On a shared robot PC another busy
+    process (a policy server, a bag recorder) otherwise takes CPU from the control path; ros2_control gives its loop
+    real-time priority for the same reason. Returns a one-line note when it is not permitted (no CAP_SYS_NICE, or
+    `ulimit -e` too low): the graph then runs at normal priority."""
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    if niceness >= current:
+        return None
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, niceness)
+    except PermissionError:
+        return (f"note: cannot raise this process's priority to nice {niceness} (needs CAP_SYS_NICE or ulimit -e); "
+                f"running at nice {current}")
+    return None
