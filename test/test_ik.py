@@ -83,6 +83,18 @@ def test_bad_actions_are_rejected_with_a_reason(space, action, error, match):
         ee_commands_from_action(space, action, ["arm"])
 
 
+def test_commands_made_from_actions_equal_checked_commands():
+    """ee_commands_from_action skips re-checking what it already checked; the commands are the constructor's."""
+    action = np.array([0.01, -0.02, 0.03, 0.1, -0.2, 0.3, 0.7])
+    made = ee_commands_from_action(ActionSpace("ee_delta"), action, ["arm"])["arm"]
+    checked = EECommand("delta", action[:3], to_matrix("rpy", action[3:6]), "base", 0.7)
+    assert (made.kind, made.frame, made.gripper) == (checked.kind, checked.frame, checked.gripper)
+    np.testing.assert_array_equal(made.translation, checked.translation)
+    np.testing.assert_array_equal(made.rotation, checked.rotation)
+    with pytest.raises(ValueError, match="base frame"):  # still refused
+        ee_commands_from_action(ActionSpace("ee_pose", frame="ee"), np.zeros(7), ["arm"])
+
+
 def test_ee_command_rejects_non_rotations_and_ee_frame_poses():
     with pytest.raises(ValueError, match="not a rotation"):
         EECommand("delta", np.zeros(3), np.diag([1.0, 1.0, -1.0]))

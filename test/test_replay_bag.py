@@ -111,7 +111,7 @@ def test_deserializers_are_shared_between_bags_with_the_same_definitions(tmp_pat
     with Bag(tmp_path / "custom") as bag:
         message = next(bag.messages(["/group"]))
         assert bag.decode(message).name == "arm"
-        assert bag._decoders["interbotix_xs_msgs/msg/JointGroupCommand"][1] is bag._reader.typestore
+        assert bag._decoders["interbotix_xs_msgs/msg/JointGroupCommand"][1] is bag._typestore
 
 
 def test_remaps_rename_bag_topics(tmp_path):

@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "demo": ("vla_ros.commands.demo", "run the embedded demo (no hardware needed)"),
     "bringup": ("vla_ros.commands.bringup", "start the whole node graph in one process (pip-only path)"),
     "replay": ("vla_ros.commands.replay", "evaluate a policy offline on a rosbag (metrics, plots, report; --sweep, --live)"),
+    "evaluate": ("vla_ros.commands.evaluate", "replay many bags (x executor settings) on Ray, one aggregated report"),
     "bench": ("vla_ros.commands.bench", "run a benchmark and write its JSON"),
 }
 

@@ -11,13 +11,11 @@ the controller commands the bag recorded. Writes DIR/metrics.json, PNG plots and
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import math
 import sys
 from pathlib import Path
 
-from vla_ros.core.errors import ConfigError, VlaRosError
+from vla_ros.core.errors import VlaRosError
 
 # Defaults of the executor flags are None so only what the user gave overrides ExecutorConfig's own defaults.
 _EXECUTOR_FLAGS = {  # flag dest -> ExecutorConfig field
@@ -28,10 +26,19 @@ _EXECUTOR_FLAGS = {  # flag dest -> ExecutorConfig field
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bag", help="rosbag2 directory (sqlite3 or mcap), or a single .db3 / .mcap file")
-    parser.add_argument("--robot", help="built-in robot name or path to a robot YAML (not needed with --live)")
+    add_chain_arguments(parser, required=False)
+    live = parser.add_argument_group("live")
+    live.add_argument("--live", action="store_true", help="republish the bag into a running graph with /clock")
+    live.add_argument("--rate", type=float, default=1.0, help="--live playback speed factor (default 1)")
+
+
+def add_chain_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
+    """What `vla-ros replay` and `vla-ros evaluate` share: robot, policy, output, timing, executor, inputs, sweep."""
+    need = " (not needed with --live)" if not required else ""
+    parser.add_argument("--robot", required=required, help=f"built-in robot name or path to a robot YAML{need}")
     parser.add_argument("--urdf", help="use this URDF instead of the one the robot YAML names")
-    parser.add_argument("--policy", help="built-in policy name or path to a policy YAML (not needed with --live)")
-    parser.add_argument("--out", help="output directory for metrics.json, plots and report.md")
+    parser.add_argument("--policy", required=required, help=f"built-in policy name or path to a policy YAML{need}")
+    parser.add_argument("--out", required=required, help="output directory for metrics.json, plots and report.md")
     parser.add_argument("--remap", action="append", default=[], metavar="FROM:=TO",
                         help="read bag topic FROM as TO (repeatable)")
     timing = parser.add_argument_group("injected policy latency")
@@ -58,13 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "per message): compared with the chain's actions, and played back by a playback policy")
     inputs.add_argument("--safety", metavar="YAML", help="safety config (default: config/safety.yaml)")
     sweep = parser.add_argument_group("sweep")
-    sweep.add_argument("--sweep", action="store_true", help="run a grid of executor settings, write sweep.md / .csv")
+    sweep.add_argument("--sweep", action="store_true", help="run a grid of executor settings")
     sweep.add_argument("--sweep-modes", default="sync,ensemble,async", help="comma-separated (default %(default)s)")
     sweep.add_argument("--sweep-thresholds", default="0.3,0.5,0.8", help="async thresholds (default %(default)s)")
     sweep.add_argument("--sweep-blend-steps", default="0,5,10", help="async crossfade lengths (default %(default)s)")
-    live = parser.add_argument_group("live")
-    live.add_argument("--live", action="store_true", help="republish the bag into a running graph with /clock")
-    live.add_argument("--rate", type=float, default=1.0, help="--live playback speed factor (default 1)")
 
 
 def tune_allocator() -> None:
@@ -96,58 +100,51 @@ def _numbers(text: str, kind, flag: str) -> list:
     return values
 
 
-def _executor_config(args, robot, policy_defaults=None, **overrides):
+def executor_config(args, robot, policy_defaults=None):
     """Command-line flags over the executor settings the policy prescribes (policy_defaults) over the core's."""
     from vla_ros.core.executor import ExecutorConfig
 
     values = dict(policy_defaults or {})
     values.update({field: getattr(args, dest) for dest, field in _EXECUTOR_FLAGS.items()
                    if getattr(args, dest) is not None})
-    values.update(overrides)
     return ExecutorConfig(control_dt=1.0 / robot.control_rate_hz, **values)
 
 
-def _policy(args, robot, bag):
-    """The policy; a playback policy given --actions-topic plays the bag's recorded actions."""
-    from vla_ros.core.config import Section, load_yaml
-    from vla_ros.core.policies import make_policy, resolve_policy_config
-    from vla_ros.core.policies.spec import parse_action_space
-    from vla_ros.core.replay.run import read_actions
+def sweep_settings(args, robot, policy_defaults=None) -> list:
+    """--sweep's grid of executor settings around the flags' (and the policy's) own."""
+    from vla_ros.core.replay.sweep import sweep_configs
 
-    path = resolve_policy_config(args.policy)
-    config = load_yaml(path)
-    if config.get("backend") != "playback" or not args.actions_topic:
-        return make_policy(path, robot), {}
-    space = parse_action_space(Section(config, path).section("action_space"), robot)
-    times, actions, skipped = read_actions(bag, args.actions_topic, space.dim)
-    config = {k: v for k, v in config.items() if k not in ("recording", "actions", "times")}
-    config.update(actions=actions.tolist(), times=times.tolist())
-    return make_policy(config, robot, source=path), dict(skipped)
+    modes = [m.strip() for m in args.sweep_modes.split(",") if m.strip()]
+    return sweep_configs(executor_config(args, robot, policy_defaults), modes,
+                         _numbers(args.sweep_thresholds, float, "--sweep-thresholds"),
+                         _numbers(args.sweep_blend_steps, int, "--sweep-blend-steps"))
 
 
-def _json_safe(value):
-    """NaN / inf -> None and numpy scalars -> Python, so metrics.json is strict JSON."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+def replay_options(args):
+    from vla_ros.core.replay.run import ReplayOptions
+
+    return ReplayOptions(latency=args.latency * 1e-3, jitter=args.jitter * 1e-3, seed=args.seed,
+                         measured_latency=args.measured_latency, instruction=args.instruction,
+                         instruction_topic=args.instruction_topic, actions_topic=args.actions_topic)
 
 
-class _Progress:
+def run_info(args) -> dict:
+    """The timing settings as the user gave them, for metrics["run"]."""
+    return {"latency_ms": args.latency, "jitter_ms": args.jitter, "seed": args.seed,
+            "measured_latency": args.measured_latency}
+
+
+class Progress:
     """A tqdm bar on an interactive terminal; silent otherwise (logs, CI, pipes)."""
 
-    def __init__(self, description: str, total: float = 1.0):
+    def __init__(self, description: str, total: float = 1.0, unit: str = ""):
         self.bar = None
         if sys.stderr.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, desc=description, unit="", bar_format="{l_bar}{bar}| {elapsed}<{remaining}",
-                            file=sys.stderr)
+            counts = " {n_fmt}/{total_fmt} " + unit if unit else " "
+            self.bar = tqdm(total=total, desc=description, unit=unit, file=sys.stderr,
+                            bar_format="{l_bar}{bar}|" + counts + "{elapsed}<{remaining}")
 
     def to(self, value: float) -> None:
         if self.bar is not None:
@@ -159,7 +156,8 @@ class _Progress:
 
 
 def main(args: argparse.Namespace) -> int:
-    from vla_ros.core.replay.bag import parse_remaps
+    from vla_ros.core.replay.bag import Bag, parse_remaps
+    from vla_ros.core.replay.job import PolicySource, load_safety_config
     from vla_ros.core.robot import load_robot
 
     remaps = parse_remaps(args.remap)
@@ -176,62 +174,30 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise VlaRosError(f"--out {out}: exists and is not a directory")
-    from vla_ros.core.replay.run import ReplayOptions
-    from vla_ros.core.safety.config import SafetyConfig, default_safety_config_path
-
-    options = ReplayOptions(latency=args.latency * 1e-3, jitter=args.jitter * 1e-3, seed=args.seed,
-                            measured_latency=args.measured_latency, instruction=args.instruction,
-                            instruction_topic=args.instruction_topic, actions_topic=args.actions_topic)
-    safety_path = Path(args.safety) if args.safety else default_safety_config_path()
-    try:
-        safety = SafetyConfig.from_yaml(safety_path, robot)
-    except ValueError as exc:  # a value SafetyConfig itself rejects (out of range)
-        raise ConfigError(safety_path, "", str(exc)) from None
+    options = replay_options(args)
+    safety = load_safety_config(args.safety, robot)
+    if args.sweep:  # flag errors before the bag's and the policy's
+        sweep_settings(args, robot)
+    with Bag(args.bag, remaps):  # the bag's errors before the policy's, as the command line reads
+        pass
+    policies = PolicySource(args.policy, robot, args.actions_topic)
+    defaults = policies.executor_defaults
+    configs = sweep_settings(args, robot, defaults) if args.sweep else [executor_config(args, robot, defaults)]
     if args.sweep:
-        return _sweep(args, robot, remaps, options, safety, out)
-    return _replay(args, robot, remaps, options, safety, out)
+        return _sweep(args, robot, remaps, policies, configs, options, safety, out)
+    return _replay(args, robot, remaps, policies, configs[0], options, safety, out)
 
 
-def _replay(args, robot, remaps, options, safety, out: Path) -> int:
-    from vla_ros.core.replay.bag import Bag
-    from vla_ros.core.replay.metrics import compute_metrics
-    from vla_ros.core.replay.plots import write_plots
-    from vla_ros.core.replay.report import write_report
-    from vla_ros.core.replay.run import run_replay
+def _replay(args, robot, remaps, policies, config, options, safety, out: Path) -> int:
+    from vla_ros.core.replay.job import replay_to_directory
 
-    with Bag(args.bag, remaps) as bag:
-        policy, action_skips = _policy(args, robot, bag)
-        config = _executor_config(args, robot, policy.metadata.executor)
-        progress = _Progress(f"replay {Path(args.bag).name}")
-        try:
-            record = run_replay(bag, robot, policy, config, options, safety_config=safety, progress=progress.to)
-        finally:
-            progress.close()
-        metrics = compute_metrics(record)
-        for reason, count in action_skips.items():
-            metrics["skipped"][f"playback_{reason}"] = count
-        space = policy.metadata.action_space
-        metrics = {"run": {
-            "bag": str(Path(args.bag).resolve()), "storage": bag.storage, "duration_s": bag.duration,
-            "messages": bag.message_count, "remaps": remaps, "robot": robot.name, "policy": policy.metadata.name,
-            "action_space": f"{space.kind} ({space.frame} frame, {space.rotation}, arms {', '.join(space.arms)})",
-            "executor": dataclasses.asdict(config),
-            "latency_ms": args.latency, "jitter_ms": args.jitter, "seed": args.seed,
-            "measured_latency": args.measured_latency,
-            "instruction": record.notes["instruction"], "instruction_source": record.notes["instruction_source"],
-            "cameras": record.notes["cameras"],
-            "ignored_joint_state_names": record.notes["ignored_joint_state_names"],
-            "messages_with_trailing_bytes": record.notes["messages_with_trailing_bytes"],
-            # per camera topic: frames in the bag, frames whose stamp a request read, frames decoded for an
-            # observation; only those read were validated (an unusable one is counted in "skipped")
-            "camera_frames": record.notes["camera_frames"],
-        }, **metrics}
-    metrics = _json_safe(metrics)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
-    plots = write_plots(record, out)
-    report = write_report(metrics, plots, out)
-    _print_summary(metrics, out, report)
+    progress = Progress(f"replay {Path(args.bag).name}")
+    try:
+        metrics = replay_to_directory(args.bag, robot, policies, config, options, safety, out, remaps=remaps,
+                                      run_info=run_info(args), progress=progress.to)
+    finally:
+        progress.close()
+    _print_summary(metrics, out, out / "report.md")
     return 0
 
 
@@ -251,17 +217,13 @@ def _print_summary(metrics: dict, out: Path, report: Path) -> None:
     print(f"wrote {out / 'metrics.json'}, {report} and plots")
 
 
-def _sweep(args, robot, remaps, options, safety, out: Path) -> int:
+def _sweep(args, robot, remaps, policies, configs, options, safety, out: Path) -> int:
     from vla_ros.core.replay.bag import Bag
-    from vla_ros.core.replay.sweep import run_sweep, sweep_configs, write_sweep
+    from vla_ros.core.replay.sweep import run_sweep, write_sweep
 
-    modes = [m.strip() for m in args.sweep_modes.split(",") if m.strip()]
-    configs = sweep_configs(_executor_config(args, robot), modes,
-                            _numbers(args.sweep_thresholds, float, "--sweep-thresholds"),
-                            _numbers(args.sweep_blend_steps, int, "--sweep-blend-steps"))
     with Bag(args.bag, remaps) as bag:
-        policy, _ = _policy(args, robot, bag)
-    progress = _Progress("sweep", total=len(configs))
+        policy, _ = policies.for_bag(bag)
+    progress = Progress("sweep", total=len(configs))
     try:
         rows = run_sweep(Path(args.bag), remaps, robot, policy, configs, options, safety_config=safety,
                          progress=lambda i, setting: progress.to(i))

@@ -29,8 +29,9 @@ class ImageError(VlaRosError):
 
 
 def decode_raw(encoding: str, height: int, width: int, step: int, is_bigendian: bool, data: bytes | memoryview,
-               source: str = "image") -> np.ndarray:
-    """Raw sensor_msgs/Image fields -> array (H, W, C) for colour, (H, W) for mono / depth. Copies the data."""
+               source: str = "image", copy: bool = True) -> np.ndarray:
+    """Raw sensor_msgs/Image fields -> array (H, W, C) for colour, (H, W) for mono / depth. Copies the data, unless
+    `copy` is False and no conversion is needed: then a view of `data` (read-only if `data` is)."""
     if encoding not in ENCODINGS:
         raise ImageError(f"{source}: unsupported encoding {encoding!r}; expected one of {', '.join(ENCODINGS)}")
     dtype, channels = ENCODINGS[encoding]
@@ -43,7 +44,7 @@ def decode_raw(encoding: str, height: int, width: int, step: int, is_bigendian: 
         )
     rows = np.frombuffer(data, dtype=np.uint8, count=step * height).reshape(height, step)[:, :row_bytes]
     pixels = rows.view(dtype).reshape(height, width, channels) if channels > 1 else rows.view(dtype).reshape(height, width)
-    return pixels.astype(dtype.newbyteorder("="), copy=True)
+    return pixels.astype(dtype.newbyteorder("="), copy=copy)
 
 
 def to_rgb(encoding: str, pixels: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ message through `update_joint_state` as it arrives; `q_measured` (a full vector)
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 from typing import Mapping, Sequence
@@ -188,10 +189,12 @@ class ControlPipeline:
     # --- the tick ---------------------------------------------------------------------------------------------------
 
     def tick(self, now: float, q_measured: np.ndarray) -> PipelineTick:
+        # The checks in Python floats, not numpy reductions (a few microseconds each, every tick); same comparisons.
         q_measured = np.asarray(q_measured, dtype=float)
-        if q_measured.shape != (self.robot.nq,) or not np.all(np.isfinite(q_measured)):
+        if q_measured.shape != (self.robot.nq,) or not all(map(math.isfinite, q_measured.tolist())):
             raise ValueError(f"q_measured: expected {self.robot.nq} finite values in robot.joint_names order")
-        if not np.all(now - self._received <= self.joint_state_timeout):
+        timeout = self.joint_state_timeout
+        if not all(now - received <= timeout for received in self._received.tolist()):
             if not self._stale:  # as the policy node: never resume an old plan from a state it could not see
                 self.reset(now)
             self._stale = True

@@ -18,6 +18,14 @@ def pyplot():
     return plt
 
 
+def save_figure(fig, path: Path) -> Path:
+    """Lay out, write as PNG (90 dpi) and close a figure; returns `path`."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    pyplot().close(fig)
+    return path
+
+
 @dataclass(frozen=True)
 class JointSeries:
     """One line per joint panel: `values` (T, n) in the columns of the joint names passed to plot_joint_series,
@@ -49,7 +57,4 @@ def plot_joint_series(path: Path, names: Sequence[str], series: Sequence[JointSe
     axes.flat[0].legend(fontsize=7, loc="best")
     for ax in axes[-1]:
         ax.set_xlabel(xlabel, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -1,10 +1,12 @@
-"""Reading rosbag2 recordings (sqlite3 and mcap) for replay, through `rosbags`.
+"""Reading rosbag2 recordings (sqlite3 and mcap) for replay.
 
-`rosbags.highlevel.AnyReader` does the storage work (both plugins, split files, zstd compression, embedded message
-definitions and their hash check). This module adds what replay needs on top: topic remaps, one-line errors for bad
-bags, lazy deserialisation (a 30 Hz camera topic is read but only the frames an observation uses are decoded; their
-capture stamps come straight from the CDR bytes, `raw_header_stamp`), a CDR decoder that accepts the trailing bytes
-ROS 2's own serializer leaves (see `Bag.decode`), and deserializers shared across bags (see `Bag._decoder`).
+`storage.open_source` does the storage work: bag directories of uncompressed sqlite3 or indexed mcap files are read
+directly and zero-copy, anything else (single storage files, rosbag2 compression, unindexed mcap) through rosbags'
+AnyReader; both give the same messages in the same order. This module adds what replay needs on top: topic remaps,
+one-line errors for bad bags, lazy deserialisation (a 30 Hz camera topic is read but only the frames an observation
+uses are decoded; their capture stamps come straight from the CDR bytes, `raw_header_stamp`), a CDR decoder that
+accepts the trailing bytes ROS 2's own serializer leaves (see `Bag.decode`), and deserializers shared across bags
+(see `Bag._decoder`).
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import functools
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
+from typing import Iterable, Iterator, Mapping, NamedTuple
 
 import yaml
 
 from vla_ros.core.errors import VlaRosError
+from vla_ros.core.replay.storage import jazzy_typestore, open_source
 
 STORAGES = ("sqlite3", "mcap")
 _STORAGE_BY_SUFFIX = {".db3": "sqlite3", ".mcap": "mcap"}
@@ -44,9 +47,9 @@ class BagTopic:
     latched: bool = False  # recorded from a transient-local publisher (e.g. an instruction topic)
 
 
-@dataclass(frozen=True)
-class BagMessage:
-    """One recorded message, not yet deserialized. `log_time` is the recorder's receive time in seconds."""
+class BagMessage(NamedTuple):
+    """One recorded message, not yet deserialized. `log_time` is the recorder's receive time in seconds; `raw` may be
+    a view into the bag's storage, valid while the bag is open."""
 
     topic: str  # after remapping
     msgtype: str
@@ -72,8 +75,9 @@ def parse_remaps(items: Iterable[str]) -> dict[str, str]:
     return remaps
 
 
-def _storage_of(path: Path) -> str:
-    """The storage plugin of a bag directory or file, with a one-line error for anything unusable."""
+def _storage_of(path: Path) -> tuple[str, dict | None]:
+    """The storage plugin of a bag directory or file, and its parsed metadata.yaml (None for a single storage file),
+    with a one-line error for anything unusable."""
     if not path.exists():
         raise BagError(f"bag {path}: no such file or directory")
     if path.is_file():
@@ -81,7 +85,7 @@ def _storage_of(path: Path) -> str:
         if storage is None:
             raise BagError(f"bag {path}: unknown storage file type {path.suffix!r}; expected a rosbag2 directory, "
                            f"or a .db3 (sqlite3) or .mcap file")
-        return storage
+        return storage, None
     metadata_path = path / "metadata.yaml"
     if not metadata_path.is_file():
         raise BagError(f"bag {path}: directory has no metadata.yaml; expected a rosbag2 bag directory")
@@ -94,28 +98,12 @@ def _storage_of(path: Path) -> str:
     if storage not in STORAGES:
         raise BagError(f"bag {path}: unknown storage {storage!r} in metadata.yaml; "
                        f"expected one of {', '.join(STORAGES)}")
-    return storage
-
-
-def _transient_local(connection) -> bool:
-    from rosbags.interfaces import QosDurability
-
-    profiles = getattr(connection.ext, "offered_qos_profiles", None) or []
-    return any(getattr(p, "durability", None) == QosDurability.TRANSIENT_LOCAL for p in profiles)
+    return storage, metadata
 
 
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
-@functools.cache
-def _jazzy_typestore():
-    """One Jazzy typestore per process, so the deserializers rosbags generates for it (milliseconds per type) are
-    generated once, not once per opened bag."""
-    from rosbags.typesys import Stores, get_typestore
-
-    return get_typestore(Stores.ROS2_JAZZY)
 
 
 def _cdr_body(message: BagMessage, minimum: int = 0) -> int:
@@ -146,61 +134,55 @@ def raw_header_stamp(message: BagMessage) -> float | None:
 class Bag:
     """An open rosbag2 recording with remapped topic names. Use as a context manager."""
 
-    def __init__(self, path: str | Path, remaps: Mapping[str, str] | None = None):
-        from rosbags.highlevel import AnyReader
-
+    def __init__(self, path: str | Path, remaps: Mapping[str, str] | None = None, reader: str = "auto"):
+        """`reader`: "auto" (direct where it can, else rosbags), or force "direct" / "rosbags" (for comparisons)."""
         self.path = Path(path)
-        self.storage = _storage_of(self.path)
+        self.storage, metadata = _storage_of(self.path)
         self._remaps = dict(remaps or {})
-        self._default_typestore = _jazzy_typestore()
         try:
-            self._reader = AnyReader([self.path], default_typestore=self._default_typestore)
-            self._reader.open()
-        except Exception as exc:  # rosbags / apsw / mcap raise many types for a corrupt bag; all mean "unreadable"
+            self._source = open_source(self.path, metadata, reader)
+        except Exception as exc:  # rosbags / sqlite / mcap raise many types for a corrupt bag; all mean "unreadable"
             raise BagError(f"bag {self.path}: cannot open {self.storage} bag ({_one_line(exc)})") from None
-        self._supplement_types()
-        self._connections: dict[str, list] = {}
+        self.reader = self._source.kind  # "direct" or "rosbags" (see vla_ros.core.replay.storage)
+        self._typestore = self._source.typestore
+        self._connections: dict[str, list[int]] = {}
         self.topics: dict[str, BagTopic] = {}
-        for connection in self._reader.connections:
+        connections = self._source.connections
+        for index, connection in enumerate(connections):
             name = self._remaps.get(connection.topic, connection.topic)
-            self._connections.setdefault(name, []).append(connection)
-        for name, connections in self._connections.items():
-            types = sorted({c.msgtype for c in connections})
+            self._connections.setdefault(name, []).append(index)
+        for name, indexes in self._connections.items():
+            types = sorted({connections[i].msgtype for i in indexes})
             if len(types) > 1:
                 raise BagError(f"bag {self.path}: topic {name} is recorded with several types ({', '.join(types)})")
-            self.topics[name] = BagTopic(name, connections[0].topic, types[0], sum(c.msgcount for c in connections),
-                                         any(_transient_local(c) for c in connections))
-        unused = sorted(set(self._remaps) - {c.topic for c in self._reader.connections})
+            first = connections[indexes[0]]
+            self.topics[name] = BagTopic(name, first.topic, types[0], sum(connections[i].count for i in indexes),
+                                         any(connections[i].latched for i in indexes))
+        unused = sorted(set(self._remaps) - {c.topic for c in connections})
         if unused:
             raise BagError(f"bag {self.path}: --remap names topic {unused[0]}, which the bag does not have "
-                           f"(topics: {', '.join(sorted(c.topic for c in self._reader.connections))})")
+                           f"(topics: {', '.join(sorted(c.topic for c in connections))})")
         self.messages_with_trailing_bytes = 0
         self._decoders: dict[str, tuple[object, object]] = {}  # msgtype -> (msgdef, its typestore)
-
-    def _supplement_types(self) -> None:
-        """AnyReader uses only the bag's embedded definitions when it has any; add Jazzy's for topics without one."""
-        known = self._reader.typestore.fielddefs
-        if any(c.msgtype not in known for c in self._reader.connections):
-            self._reader.typestore.register(
-                {name: fields for name, fields in self._default_typestore.fielddefs.items() if name not in known})
 
     # --- metadata -------------------------------------------------------------------------------------------------
 
     @property
     def start_time(self) -> float:
-        return self._reader.start_time * 1e-9
+        return self._source.start_ns * 1e-9
 
     @property
     def end_time(self) -> float:
-        return self._reader.end_time * 1e-9
+        return self._source.end_ns * 1e-9
 
     @property
     def duration(self) -> float:
-        return max(0.0, (self._reader.end_time - self._reader.start_time) * 1e-9) if self._reader.message_count else 0.0
+        source = self._source
+        return max(0.0, (source.end_ns - source.start_ns) * 1e-9) if source.message_count else 0.0
 
     @property
     def message_count(self) -> int:
-        return self._reader.message_count
+        return self._source.message_count
 
     def topic(self, name: str, msgtypes: Iterable[str], purpose: str) -> BagTopic:
         """The topic `name`, which must exist with one of `msgtypes`; a one-line BagError otherwise."""
@@ -217,21 +199,23 @@ class Bag:
         return info
 
     def can_decode(self, msgtype: str) -> bool:
-        return msgtype in self._reader.typestore.fielddefs
+        return msgtype in self._typestore.fielddefs
 
     # --- messages -------------------------------------------------------------------------------------------------
 
     def messages(self, topics: Iterable[str]) -> Iterator[BagMessage]:
         """Messages of `topics` (remapped names) in recording (log time) order, payloads still serialized."""
-        connections = [c for name in topics for c in self._connections.get(name, ())]
-        if not connections:
+        indexes = [i for name in topics for i in self._connections.get(name, ())]
+        if not indexes:
             return
-        topic_of = {id(c): self._remaps.get(c.topic, c.topic) for c in connections}
+        connections = self._source.connections
+        names = {i: self._remaps.get(connections[i].topic, connections[i].topic) for i in indexes}
+        types = {i: connections[i].msgtype for i in indexes}
         last_time = None
         try:
-            for connection, log_time_ns, raw in self._reader.messages(connections=connections):
+            for index, log_time_ns, raw in self._source.messages(indexes):
                 last_time = log_time_ns
-                yield BagMessage(topic_of[id(connection)], connection.msgtype, log_time_ns, raw)
+                yield BagMessage(names[index], types[index], log_time_ns, raw)
         except Exception as exc:  # a corrupt storage surfaces mid-iteration with storage-specific exception types
             where = f"after t={last_time * 1e-9:.6f} s" if last_time is not None else "at the first message"
             raise BagError(f"bag {self.path}: corrupt {self.storage} data {where} ({_one_line(exc)})") from None
@@ -264,25 +248,31 @@ class Bag:
         return decoded
 
     def _decoder(self, msgtype: str) -> tuple[object, object]:
-        """(msgdef, typestore) that deserialize `msgtype`: the process-wide Jazzy ones when the bag defines the type
-        exactly as Jazzy does (same RIHS01 hash, which covers nested types: the usual case), else ones generated from
-        the bag's own definition."""
         decoder = self._decoders.get(msgtype)
         if decoder is None:
-            typestore, jazzy = self._reader.typestore, _jazzy_typestore()
-            try:
-                same = msgtype in jazzy.fielddefs and jazzy.hash_rihs01(msgtype) == typestore.hash_rihs01(msgtype)
-            except Exception:  # a definition rosbags cannot hash (e.g. a nested type is missing): use the bag's own
-                same = False
-            typestore = jazzy if same else typestore
-            decoder = self._decoders[msgtype] = (typestore.get_msgdef(msgtype), typestore)
+            decoder = self._decoders[msgtype] = _decoder(self._typestore, msgtype)
         return decoder
 
     def close(self) -> None:
-        self._reader.close()
+        self._source.close()
 
     def __enter__(self) -> "Bag":
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+@functools.lru_cache(maxsize=256)
+def _decoder(typestore, msgtype: str) -> tuple[object, object]:
+    """(msgdef, typestore) that deserialize `msgtype` of a bag with `typestore`: the process-wide Jazzy ones when the
+    bag defines the type exactly as Jazzy does (same RIHS01 hash, which covers nested types: the usual case), else ones
+    generated from the bag's own definition. Cached per typestore (bags of one recorder share theirs, see
+    storage.bag_typestore), which the cache also keeps alive."""
+    jazzy = jazzy_typestore()
+    try:
+        same = msgtype in jazzy.fielddefs and jazzy.hash_rihs01(msgtype) == typestore.hash_rihs01(msgtype)
+    except Exception:  # a definition rosbags cannot hash (e.g. a nested type is missing): use the bag's own
+        same = False
+    typestore = jazzy if same else typestore
+    return typestore.get_msgdef(msgtype), typestore

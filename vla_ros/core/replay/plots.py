@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_ros.core.plots import JointSeries, plot_joint_series, pyplot
+from vla_ros.core.plots import JointSeries, plot_joint_series, pyplot, save_figure
 from vla_ros.core.replay.metrics import ReplayRecord, recorded_arm_configurations
 
 _MAX_PATH_POINTS = 2000  # FK per plotted point; a long bag is subsampled for the EE path
@@ -56,10 +56,7 @@ def plot_ee_path(record: ReplayRecord, path: Path) -> Path:
             ax.set_title(f"arm {arm.name}: {'top' if label == 'y' else 'side'} view", fontsize=9)
             ax.set_aspect("equal", adjustable="datalim")
             ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_interventions(record: ReplayRecord, path: Path) -> Path:
@@ -82,10 +79,7 @@ def plot_interventions(record: ReplayRecord, path: Path) -> Path:
     if len(record.times):
         ax.set_xlim(0, record.times[-1] - record.start_time)
     ax.set_xlabel("bag time [s]", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_latency(record: ReplayRecord, path: Path) -> Path:
@@ -105,10 +99,7 @@ def plot_latency(record: ReplayRecord, path: Path) -> Path:
         ax.text(0.5, 0.5, "no completed inference", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("ms", fontsize=8)
     ax.set_ylabel("inferences", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_plots(record: ReplayRecord, directory: Path) -> dict[str, Path]:

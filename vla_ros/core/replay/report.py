@@ -78,7 +78,8 @@ def render_report(metrics: Mapping, plots: Mapping[str, Path], directory: Path) 
     lines.append("")
     if metrics["skipped"]:
         lines += ["## Skipped input", ""] + _table(("reason", "count"), sorted(metrics["skipped"].items())) + [""]
-    lines += ["## Plots", ""]
+    if plots:
+        lines += ["## Plots", ""]
     for title, path in plots.items():
         link = os.path.relpath(path, directory)
         lines += [f"### {title}", "", f"![{title}]({link})", ""]

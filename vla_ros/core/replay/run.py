@@ -25,6 +25,7 @@ looked at: a frame superseded before any request looked at it is neither decoded
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -217,6 +218,7 @@ class _Replay:
         self.instruction = options.instruction or ""
         self.instruction_source = inputs.instruction_topic or ("--instruction" if options.instruction else "none")
         self._instruction_received = False
+        self._index_names: dict[int, tuple[np.ndarray, list[str]]] = {}
 
     def decode(self, message: BagMessage):
         try:
@@ -284,9 +286,15 @@ class _Replay:
                 self.q[reading.index] = reading.positions
                 if reading.velocities is not None:
                     self.qd[reading.index] = reading.velocities
-                self.pipeline.update_joint_state([self.robot.joint_names[i] for i in reading.index],
-                                                 reading.positions, message.log_time)
+                self.pipeline.update_joint_state(self._names(reading.index), reading.positions, message.log_time)
                 messages.clear()
+
+    def _names(self, index: np.ndarray) -> list[str]:
+        """Joint names of a reading's index (the reader returns the same index array for the same source layout)."""
+        cached = self._index_names.get(id(index))
+        if cached is None or cached[0] is not index:
+            cached = self._index_names[id(index)] = (index, [self.robot.joint_names[i] for i in index])
+        return cached[1]
 
     def _drop_frame(self, topic: str, exc: Exception) -> None:
         """Count an unusable newest frame and drop it (the next frame is awaited)."""
@@ -353,8 +361,8 @@ class _Replay:
                 return None
         self.used_stamps.update(stamps)
         names = self.robot.joint_names
-        return Observation(images, {n: float(v) for n, v in zip(names, self.q)}, self.instruction, stamp,
-                           {n: float(v) for n, v in zip(names, self.qd) if np.isfinite(v)})
+        return Observation(images, dict(zip(names, self.q.tolist())), self.instruction, stamp,
+                           {n: v for n, v in zip(names, self.qd.tolist()) if math.isfinite(v)})
 
 
 class _TickLog:
@@ -427,7 +435,7 @@ def run_replay(bag: Bag, robot: RobotModel, policy: Policy, executor_config: Exe
                 return
             next_tick += 1
             run.apply_joint_states()
-            if not np.all(np.isfinite(run.q)):
+            if not all(map(math.isfinite, run.q.tolist())):
                 log.add(now, run.q)
                 continue
             inference.deliver(now, pipeline)

@@ -49,7 +49,8 @@ def describe(config: ExecutorConfig) -> str:
     return f"ensemble coeff={config.ensemble_coeff:g}"
 
 
-def _row(setting: str, metrics: dict) -> dict:
+def summary_row(setting: str, metrics: dict) -> dict:
+    """The figures of one run that trade off against each other (the sweep table's columns), from its metrics."""
     executor = metrics["executor"]
     rmse = metrics["joint_rmse"]
     max_error = metrics["joint_max_error"]
@@ -79,7 +80,7 @@ def run_sweep(bag_path: Path, remaps: dict, robot: RobotModel, policy: Policy, c
         with Bag(bag_path, remaps) as bag:
             record = run_replay(bag, robot, policy, config, options, ik_config, safety_config)
         metrics = compute_metrics(record)
-        rows.append(_row(setting, metrics))
+        rows.append(summary_row(setting, metrics))
     return rows
 
 
