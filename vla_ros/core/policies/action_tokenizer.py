@@ -10,13 +10,13 @@ Conventions follow openvla/openvla@c8f03f48af prismatic/vla/action_tokenizer.py 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
+from vla_ros.core.config import load_json
 from vla_ros.core.errors import ConfigError
 
 
@@ -84,18 +84,12 @@ class BoundsQ99:
 def load_bounds_q99(path: Path, key: str) -> BoundsQ99:
     """Action statistics `key` from an OpenVLA dataset_statistics.json ({key: {"action": {"q01", "q99", "mask"?}}})
     or a checkpoint config.json (the same under "norm_stats")."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(path, "", "statistics file not found")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(path, "", f"cannot read statistics JSON: {exc}") from None
-    if isinstance(data, dict) and isinstance(data.get("norm_stats"), dict):
+    data = load_json(path)
+    if isinstance(data.get("norm_stats"), dict):
         data = data["norm_stats"]  # an OpenVLA checkpoint config.json
-    entry = data.get(key) if isinstance(data, dict) else None
+    entry = data.get(key)
     if not isinstance(entry, dict) or not isinstance(entry.get("action"), dict):
-        keys = [k for k, v in data.items() if isinstance(v, dict) and "action" in v] if isinstance(data, dict) else []
+        keys = [k for k, v in data.items() if isinstance(v, dict) and "action" in v]
         raise ConfigError(path, key, f"no action statistics under this key (keys: {', '.join(keys) or 'none'})")
     action = entry["action"]
     try:
