@@ -87,10 +87,25 @@ class JointStateCache:
         self.velocities = np.zeros(robot.nq)
         self.received = np.full(robot.nq, -np.inf)
         self.stamp = -np.inf
+        self._layouts: dict[tuple, tuple] = {}  # (source, message names) -> (rows, targets): drivers resend them
+
+    def _layout(self, source_index: int, names: tuple) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of a message with these names that hold the source's joints, and those joints' model indices."""
+        source, required = self.sources[source_index]
+        lookup = {source.prefix + n: k for k, n in enumerate(names)}
+        missing = [j for j in required if j not in lookup]
+        if missing:
+            raise JointStateError(
+                f"{source.topic}: joint {missing[0][len(source.prefix):]!r} missing from the message "
+                f"(expected {', '.join(j[len(source.prefix):] for j in required)}); holding"
+            )
+        rows = np.fromiter((lookup[j] for j in required), dtype=int, count=len(required))
+        targets = np.fromiter((self._index[j] for j in required), dtype=int, count=len(required))
+        return rows, targets
 
     def update(self, source_index: int, msg, now: float) -> None:
         source, required = self.sources[source_index]
-        names = [source.prefix + n for n in msg.name]
+        names = tuple(msg.name)
         positions = np.asarray(msg.position, dtype=float)
         if len(positions) != len(names):
             raise JointStateError(
@@ -99,19 +114,17 @@ class JointStateCache:
         velocities = np.asarray(msg.velocity, dtype=float)
         if len(velocities) not in (0, len(names)):
             raise JointStateError(f"{source.topic}: {len(names)} names but {len(velocities)} velocities")
-        lookup = {n: k for k, n in enumerate(names)}
-        missing = [j for j in required if j not in lookup]
-        if missing:
-            raise JointStateError(
-                f"{source.topic}: joint {missing[0][len(source.prefix):]!r} missing from the message "
-                f"(expected {', '.join(j[len(source.prefix):] for j in required)}); holding"
-            )
-        rows = np.fromiter((lookup[j] for j in required), dtype=int, count=len(required))
+        layout = self._layouts.get((source_index, names))
+        if layout is None:
+            layout = self._layout(source_index, names)
+            if len(self._layouts) >= 16:
+                self._layouts.clear()
+            self._layouts[(source_index, names)] = layout
+        rows, target = layout
         values = positions[rows]
         if not np.all(np.isfinite(values)):
             bad = required[int(np.flatnonzero(~np.isfinite(values))[0])]
             raise JointStateError(f"{source.topic}: joint {bad[len(source.prefix):]!r} position is not finite")
-        target = np.fromiter((self._index[j] for j in required), dtype=int, count=len(required))
         self.positions[target] = values
         self.velocities[target] = np.nan_to_num(velocities[rows]) if len(velocities) else 0.0
         self.received[target] = now
