@@ -15,6 +15,8 @@ from vla_ros.core.errors import VlaRosError
 # subcommand -> (module, help). Each module has add_arguments(parser) and main(args) -> int.
 SUBCOMMANDS = {
     "check-robot": ("vla_ros.commands.check_robot", "validate a robot config + URDF and print its tables"),
+    "check-policy": ("vla_ros.commands.check_policy",
+                     "action-contract self-test: does a policy that holds still keep the robot still?"),
     "demo": ("vla_ros.commands.demo", "run the embedded demo (no hardware needed)"),
     "bringup": ("vla_ros.commands.bringup", "start the whole node graph in one process (pip-only path)"),
     "replay": ("vla_ros.commands.replay", "evaluate a policy offline on a rosbag (metrics, plots, report; --sweep, --live)"),

@@ -44,7 +44,7 @@ import pinocchio as pin
 from scipy.linalg.lapack import dposv, dpotrf, dsyev
 
 from vla_ros.core.errors import ConfigError
-from vla_ros.core.robot import ArmSpec, RobotModel
+from vla_ros.core.robot import ArmSpec, GripperSpec, RobotModel
 from vla_ros.core.rotations import to_matrix
 from vla_ros.core.types import ActionSpace, BadChunkError
 
@@ -95,7 +95,7 @@ class EECommand:
     def from_checked_parts(cls, kind: str, translation: np.ndarray, rotation: np.ndarray, frame: str,
                            gripper: float | None) -> "EECommand":
         """A command from numbers already known valid: a finite float translation (3,), a rotation matrix made by
-        `rotations.to_matrix`, an opening from `GripperConvention.opening`. Only kind and frame are checked: the
+        `rotations.to_matrix`, an opening from `GripperConvention.robot_opening`. Only kind and frame are checked: the
         numeric checks of the constructor cost more than the rest of turning an action into commands, and
         `ee_commands_from_action` does that at every control tick."""
         if kind not in COMMAND_KINDS or frame not in COMMAND_FRAMES or (kind == "pose" and frame != "base"):
@@ -121,9 +121,12 @@ def _det3(m: list[list[float]]) -> float:
     return a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g)
 
 
-def ee_commands_from_action(space: ActionSpace, action: np.ndarray, arm_names: Sequence[str]) -> dict[str, EECommand]:
+def ee_commands_from_action(space: ActionSpace, action: np.ndarray, arm_names: Sequence[str],
+                            grippers: Mapping[str, GripperSpec | None] | None = None) -> dict[str, EECommand]:
     """One EE action vector of `space` -> {arm: EECommand}. Arms are matched by name against the robot's `arm_names`;
-    the gripper column goes through the space's GripperConvention to a normalised opening (1 = open)."""
+    the gripper column goes through the space's GripperConvention to a normalised opening over the robot's gripper
+    range (1 = open). `grippers` (arm name -> the robot's GripperSpec) is needed when the convention declares its
+    own joint span."""
     if not space.is_ee:
         raise ConfigError("action space", "kind",
                           f"{space.kind!r} is a joint-space action; IK takes {tuple(_EE_KIND_TO_COMMAND)}")
@@ -144,7 +147,13 @@ def ee_commands_from_action(space: ActionSpace, action: np.ndarray, arm_names: S
             rotation = to_matrix(space.rotation, motion[3:])
         except ValueError as exc:
             raise BadChunkError(f"EE action for arm {arm!r}: {exc}") from None
-        opening = None if grip is None else space.gripper.opening(grip)
+        opening = None
+        if grip is not None:
+            gripper = (grippers or {}).get(arm)
+            if gripper is None and space.gripper.joint_open is not None:
+                raise ConfigError("action space", "gripper", f"the gripper convention declares a joint span but arm "
+                                                             f"{arm!r} has no gripper spec to map it onto")
+            opening = space.gripper.robot_opening(grip, gripper)
         commands[arm] = EECommand.from_checked_parts(kind, motion[:3], rotation, space.frame, opening)
     return commands
 

@@ -40,8 +40,8 @@ def joint_targets_from_action(space: ActionSpace, action: np.ndarray, robot: Rob
 
     joint_pos: the arm columns are the targets; joint_delta: added to `q_reference` (the previous target);
     joint_vel: integrated over `dt` from `q_reference`. Arm columns follow the robot config's joint order of each arm
-    in `space.arms`; the gripper column (absolute in every kind) goes through the space's GripperConvention to an
-    opening and the arm's GripperSpec to a joint value. Joints the action does not cover keep `q_reference`.
+    in `space.arms`; the gripper column (absolute in every kind) goes through the space's GripperConvention (over
+    its joint span, or the arm's GripperSpec range) to a joint value inside the gripper's range. Joints the action does not cover keep `q_reference`.
     """
     if space.is_ee:
         raise ConfigError("action space", "kind", f"{space.kind!r} is an end-effector action; it needs IK")
@@ -68,7 +68,7 @@ def joint_targets_from_action(space: ActionSpace, action: np.ndarray, robot: Rob
         else:  # joint_vel
             targets[arm.index] = q_reference[arm.index] + motion * dt
         if grip is not None:
-            targets[arm.gripper.index] = arm.gripper.to_joint(space.gripper.opening(grip))
+            targets[arm.gripper.index] = space.gripper.to_joint(grip, arm.gripper)
     return targets
 
 
@@ -152,6 +152,7 @@ class ControlPipeline:
         self.ik = DifferentialIK(robot, ik_config) if self.space.is_ee else None
         self.safety = SafetyFilter(robot, safety_config, keep_trajectory)  # keep_trajectory: for a JTC's messages
         self._arm_names = tuple(arm.name for arm in robot.arms)
+        self._grippers = {arm.name: arm.gripper for arm in robot.arms}
         self._index = {name: i for i, name in enumerate(robot.joint_names)}
         self.joint_state_timeout, self.ik_reanchor_after = joint_state_timeout, ik_reanchor_after
         self._received = np.full(robot.nq, -np.inf)  # when each joint was last measured
@@ -221,8 +222,8 @@ class ControlPipeline:
             if self._previous_target is None or now - self._last_ee_action > self.ik_reanchor_after:
                 self.ik.reset(q_measured)
             self._last_ee_action = now
-            result = self.ik.step(q_measured, ee_commands_from_action(self.space, action, self._arm_names),
-                                  self.control_dt)
+            result = self.ik.step(q_measured, ee_commands_from_action(self.space, action, self._arm_names,
+                                                                      self._grippers), self.control_dt)
             return result.q_target, result.arms
         reference = q_measured if self._previous_target is None else self._previous_target
         return joint_targets_from_action(self.space, action, self.robot, reference, self.control_dt), None

@@ -32,18 +32,54 @@ class BadChunkError(ValueError):
 
 @dataclass(frozen=True)
 class GripperConvention:
-    """How the policy encodes the gripper: the values meaning fully open and fully closed.
+    """How a policy encodes the gripper: the values meaning fully open and fully closed, and the gripper joint
+    values they stand for.
 
-    Bridge / OpenVLA / ALOHA use open=1, closed=0; DROID's gripper_position uses open=0, closed=1.
+    Bridge / OpenVLA / ALOHA use open=1, closed=0; DROID's gripper_position uses open=0, closed=1. `joint_open` /
+    `joint_closed` are the joint values (the robot config's units) the policy's open / closed mean: the span its
+    training data normalised over, when that is not the robot config's gripper range (ALOHA datasets normalise the
+    finger over 0.01844..0.058 m; the vx300s finger travels 0.021..0.057 m). None: the robot config's open / closed.
+    The observation side (a state part) and the action side must use the same span, or a policy that holds still
+    moves the gripper.
     """
 
     open: float = 1.0
     closed: float = 0.0
+    joint_open: float | None = None
+    joint_closed: float | None = None
 
     def opening(self, value: float) -> float:
-        """Policy value -> normalised opening in [0, 1] (1 = fully open), clipped."""
+        """Policy value -> normalised opening in [0, 1] over the policy's span (1 = fully open), clipped."""
         span = self.open - self.closed
         return min(max((float(value) - self.closed) / span, 0.0), 1.0)  # scalar: cheaper than np.clip
+
+    def value(self, opening: float) -> float:
+        """Normalised opening over the policy's span -> policy value (the inverse of `opening`)."""
+        return self.closed + float(opening) * (self.open - self.closed)
+
+    def joint_span(self, gripper) -> tuple[float, float]:
+        """(joint value at open, at closed): the declared span, else the robot's `gripper` (a GripperSpec)."""
+        if self.joint_open is None:
+            return gripper.open, gripper.closed
+        return self.joint_open, self.joint_closed
+
+    def encode(self, position: float, gripper) -> float:
+        """A measured gripper joint position -> the policy value, over the policy's span (clipped to open..closed)."""
+        joint_open, joint_closed = self.joint_span(gripper)
+        return self.value(min(max((float(position) - joint_closed) / (joint_open - joint_closed), 0.0), 1.0))
+
+    def to_joint(self, value: float, gripper) -> float:
+        """Policy value -> gripper joint target over the policy's span, inside the robot's gripper range."""
+        if self.joint_open is None:
+            return gripper.to_joint(self.opening(value))
+        joint = self.joint_closed + self.opening(value) * (self.joint_open - self.joint_closed)
+        return gripper.to_joint(gripper.opening(joint))
+
+    def robot_opening(self, value: float, gripper) -> float:
+        """Policy value -> normalised opening over the robot's gripper range (what an EE command carries)."""
+        if self.joint_open is None:
+            return self.opening(value)
+        return gripper.opening(self.to_joint(value, gripper))
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,7 @@ class PolicyNode(Node):
         self.image_timeout = params.value(self, "image_timeout")
         self.instruction = params.value(self, "instruction")
         self.arm_names = [a.name for a in self.robot.arms]
+        self.grippers = {a.name: a.gripper for a in self.robot.arms}
 
         self.states = JointStateInput(self, self.robot)
         self.cameras = self._policy_cameras(meta.cameras)
@@ -228,7 +229,7 @@ class PolicyNode(Node):
     def _publish_action(self, action: np.ndarray, now: float) -> None:
         try:
             if self.space.is_ee:
-                commands = ee_commands_from_action(self.space, action, self.arm_names)
+                commands = ee_commands_from_action(self.space, action, self.arm_names, self.grippers)
                 self.ee_publisher.publish(fill_ee_command(JointState(), commands, now))
             else:
                 reference = self._last_joint_target if self._last_joint_target is not None else self.states.cache.positions
@@ -305,9 +306,10 @@ def predicted_ee_paths(robot, space, actions: np.ndarray, q: np.ndarray, dt: flo
                 paths[name].append(robot.fk(reference, robot.arm(name).ee_frame_id).translation)
         return {name: np.array(p) for name, p in paths.items()}
     poses = {name: robot.fk(q, robot.arm(name).ee_frame_id) for name in space.arms}
+    grippers = {arm.name: arm.gripper for arm in robot.arms}
     paths = {name: [] for name in space.arms}
     for action in actions:
-        for name, cmd in ee_commands_from_action(space, action, arms).items():
+        for name, cmd in ee_commands_from_action(space, action, arms, grippers).items():
             poses[name] = cmd.applied_to(poses[name])
             paths[name].append(poses[name].translation.copy())
     return {name: np.array(p) for name, p in paths.items()}

@@ -137,6 +137,22 @@ class Gr00tLayout:
             observation[self.language_key] = [instruction]
         return {"endpoint": "get_action", "data": {"observation": observation, "options": None}}
 
+    def states_in(self, request: dict) -> dict[str, np.ndarray]:
+        """The state vectors of a `request` by modality key (the inverse of `request` for the state)."""
+        if self.protocol == "n1.5":
+            return {key: request["data"][f"state.{key}"][0] for key, _ in self.state}
+        observation = request["data"]["observation"]
+        if self.protocol == "n1.6":
+            return {key: observation["state"][key][0, 0] for key, _ in self.state}
+        return {key: observation[f"state.{key}"][0, 0] for key, _ in self.state}
+
+    def reply(self, parts: Mapping[str, np.ndarray]) -> Any:
+        """What a server answers for action parts {key: (H, width)} (the inverse of `actions_from`)."""
+        if self.protocol == "n1.5":  # the server squeezes (H, 1) to (H,)
+            return {f"action.{key}": values[:, 0] if values.shape[1] == 1 else values for key, values in parts.items()}
+        prefix = "" if self.protocol == "n1.6" else "action."
+        return [{prefix + key: values[None] for key, values in parts.items()}, {}]
+
     def actions_from(self, reply: Any, policy: str) -> np.ndarray:
         """The reply's action parts, checked and concatenated in `actions` order: (H, sum of widths)."""
         if self.protocol != "n1.5":
@@ -181,6 +197,10 @@ class Gr00tZmqPolicy:
     """A policy served by an Isaac-GR00T inference server. The REQ socket is created lazily; after a timeout or a
     transport error it is discarded (a REQ socket that missed its reply cannot send again) and the next call opens
     a fresh one, so a late reply never answers the next request."""
+
+    # what the action-contract self-test (core.contract) cannot exercise
+    contract_notes = ("not checked: the server's model and its modality transforms (normalisation, the embodiment's "
+                      "action representation)",)
 
     def __init__(self, url: str, *, name: str, layout: Gr00tLayout, action_space: ActionSpace, horizon: int,
                  rate_hz: float, serialization: str = "msgpack", image_size: tuple[int, int] | None = None,
@@ -244,16 +264,39 @@ class Gr00tZmqPolicy:
             raise PolicyServerError(f"GR00T server {self.url}: server error: {lines[-1]}", detail=str(decoded["error"]))
         return decoded
 
-    def infer(self, observation: Observation) -> ActionChunk:
+    def encode(self, observation: Observation) -> dict:
+        """The request message as it is sent (without the API token)."""
         meta, layout = self.metadata, self.layout
         images = {}
         for key, camera in layout.video:
             image = camera_image(observation, camera, meta.name)
             images[key] = image if meta.image_size is None else resize_image(image, meta.image_size, self.resize)
         states = {key: state_vector(columns, observation, meta.name) for key, columns in layout.state}
-        reply = self.call(layout.request(images, states, observation.instruction))
-        actions = layout.actions_from(reply, meta.name)
-        return checked_chunk(meta, actions, observation.stamp, transform=self.transform)
+        return layout.request(images, states, observation.instruction)
+
+    def decode(self, reply: Any, observation: Observation) -> ActionChunk:
+        """A decoded reply -> the chunk: the action parts concatenated in `action:` order, then the transform."""
+        actions = self.layout.actions_from(reply, self.metadata.name)
+        return checked_chunk(self.metadata, actions, observation.stamp, transform=self.transform)
+
+    def infer(self, observation: Observation) -> ActionChunk:
+        return self.decode(self.call(self.encode(observation)), observation)
+
+    def identity_chunk(self, observation: Observation, identity) -> ActionChunk:
+        """The action-contract self-test (core.contract): the request as sent, answered as a server that holds
+        still would: each action.<key> is state.<key> when the state has that key in the same width (so the parts'
+        order is exercised), else the identity's values for those columns."""
+        layout, horizon = self.layout, self.metadata.horizon
+        states = layout.states_in(self.encode(observation))
+        columns = dict(layout.state)
+        row = identity.actions({key: (columns[key], values) for key, values in states.items()}, observation)
+        parts, start = {}, 0
+        for part in layout.actions:
+            where = slice(start, start + part.width)
+            echoed = identity.echo(columns[part.key], states[part.key], where) if part.key in states else None
+            parts[part.key] = np.tile(row[where] if echoed is None else echoed, (horizon, 1)).astype(np.float32)
+            start += part.width
+        return self.decode(layout.reply(parts), observation)
 
 
 def check_zmq_url(url: str, source: str, field: str = "url") -> None:

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from vla_ros.core.config import Section
+from vla_ros.core.contract import identity_from_state
 from vla_ros.core.errors import ConfigError
 from vla_ros.core.policies.lerobot_act import VAE_PREFIX, LeRobotACT
 from vla_ros.core.policies.lerobot_checkpoint import Checkpoint, Feature, load_weights, read_checkpoint
@@ -68,6 +69,10 @@ class Encoded:
 class LeRobotPolicy:
     """A LeRobot ACT or Diffusion checkpoint behind the Policy interface. Thread-safe: `observe` may run on the
     control thread while `infer` runs in the policy worker."""
+
+    # what the action-contract self-test (core.contract) cannot exercise
+    contract_notes = ("not checked: the network and the checkpoint's normalisation statistics (the identity replaces "
+                      "the network)",)
 
     def __init__(self, checkpoint: Checkpoint, network: torch.nn.Module, *, name: str, sources: dict[str, Any],
                  action_space: ActionSpace, rate_hz: float, device: torch.device, resize: str,
@@ -119,6 +124,12 @@ class LeRobotPolicy:
             return norm.normalize(key, values).to(self.device)
 
         return Encoded(float(observation.stamp), vector(STATE_KEY), vector(ENV_KEY), tuple(images))
+
+    def identity_chunk(self, observation: Observation, identity) -> ActionChunk:
+        """The action-contract self-test (core.contract): the identity answers from the state features."""
+        states = {key: (source.columns, state_vector(source.columns, observation, self.metadata.name))
+                  for key, source in self.sources.items() if isinstance(source, StateField)}
+        return identity_from_state(self, states, observation, identity)
 
     def observe(self, observation: Observation) -> None:
         """Remember a frame for the observation history (only Diffusion with n_obs_steps > 1 needs it)."""

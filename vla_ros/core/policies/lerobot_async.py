@@ -41,7 +41,8 @@ from vla_ros.core.config import Section
 from vla_ros.core.errors import ConfigError
 from vla_ros.core.policies import lerobot_async_pb2 as pb
 from vla_ros.core.policies.errors import PolicyServerError, PolicyUnavailableError
-from vla_ros.core.policies.lerobot_pickle import ForbiddenPickleError, dump_lerobot_dataclass, load_timed_actions
+from vla_ros.core.policies.lerobot_pickle import ForbiddenPickleError, TimedAction, dump_lerobot_dataclass, \
+    load_timed_actions
 from vla_ros.core.policies.preprocess import EE_COMPONENTS, RESIZE_MODES, ConstantColumn, EEPoseColumns, StateColumn, \
     camera_image, check_cameras, parse_image_size, parse_state, resize_image, state_vector
 from vla_ros.core.policies.spec import ActionTransform, OneRequestAtATime, checked_chunk, parse_action_space, \
@@ -86,6 +87,9 @@ class LeRobotAsyncPolicy:
     """A policy served by LeRobot's async-inference policy_server. Connects and hands over the policy instructions
     lazily on the first `infer` (the features it declares are that observation's); after a failure the next call
     repeats the handshake."""
+
+    # what the action-contract self-test (core.contract) cannot exercise
+    contract_notes = ("not checked: the policy on the server and its normalisation statistics",)
 
     def __init__(self, address: str, *, name: str, policy_type: str, pretrained_name_or_path: str,
                  cameras: Sequence[tuple[str, str]], state: Sequence[StateColumn | ConstantColumn | EEPoseColumns],
@@ -175,13 +179,28 @@ class LeRobotAsyncPolicy:
         with self._one_at_a_time():  # a second GetActions in flight could take the answer to our observation
             return self._infer(observation)
 
-    def _infer(self, observation: Observation) -> ActionChunk:
+    def encode(self, observation: Observation) -> dict[str, Any]:
+        """The raw observation as the TimedObservation carries it (state entries by name, frames, task)."""
         meta = self.metadata
         raw: dict[str, Any] = dict(zip(self.state_names, map(float, state_vector(self.state, observation, meta.name))))
         for key, camera in self.cameras:
             image = camera_image(observation, camera, meta.name)
             raw[key] = image if meta.image_size is None else resize_image(image, meta.image_size, self.resize)
         raw["task"] = observation.instruction
+        return raw
+
+    def identity_chunk(self, observation: Observation, identity) -> ActionChunk:
+        """The action-contract self-test (core.contract): the observation as sent, answered by `identity` as the
+        server's TimedAction list."""
+        raw = self.encode(observation)
+        row = identity.actions({"observation.state": (self.state, np.array([raw[n] for n in self.state_names]))},
+                               observation)
+        dt = 1.0 / self.metadata.rate_hz
+        timed = [TimedAction(observation.stamp + i * dt, i, row.copy()) for i in range(self.metadata.horizon)]
+        return self._chunk(timed, 0, observation)
+
+    def _infer(self, observation: Observation) -> ActionChunk:
+        raw = self.encode(observation)
         self._handshake(raw)  # bounded by its own timeouts (loading the policy may take minutes)
         deadline = self.clock() + self.infer_timeout_s
         timestep = next(self._timesteps)

@@ -148,6 +148,10 @@ class OpenpiWebsocketPolicy:
     reconnects with exponential backoff when the connection drops, and never waits longer than
     `reconnect_budget_s` for a server that is down or `infer_timeout_s` for one reply."""
 
+    # what the action-contract self-test (core.contract) cannot exercise
+    contract_notes = ("not checked: what the server does between request and reply (its model and its own input / "
+                      "output transforms); the identity answers from the state vectors of the request",)
+
     def __init__(self, url: str, *, name: str, request: Mapping[str, Any], action_space: ActionSpace, horizon: int,
                  rate_hz: float, image_size: tuple[int, int] | None = (224, 224), resize: str = "pad",
                  transform: ActionTransform = ActionTransform(), api_key: str | None = None,
@@ -279,13 +283,34 @@ class OpenpiWebsocketPolicy:
                 request[key] = self._build(field, observation)
         return request
 
-    def infer(self, observation: Observation) -> ActionChunk:
-        reply = self._exchange(pack(self._build(self.request, observation)))
+    def encode(self, observation: Observation) -> dict[str, Any]:
+        """The observation dict as it is sent."""
+        return self._build(self.request, observation)
+
+    def decode(self, reply: dict, observation: Observation) -> ActionChunk:
+        """A server reply -> the chunk (shape and value checks, then the `actions:` transform)."""
         actions = np.asarray(reply["actions"])
         if actions.dtype.kind not in "fiu":
             raise BadChunkError(f"policy {self.metadata.name}: openpi actions have dtype {actions.dtype}")
         info = {key: _plain(reply[key]) for key in ("policy_timing", "server_timing") if key in reply}
         return checked_chunk(self.metadata, actions, observation.stamp, info, transform=self.transform)
+
+    def infer(self, observation: Observation) -> ActionChunk:
+        return self.decode(self._exchange(pack(self.encode(observation))), observation)
+
+    def identity_chunk(self, observation: Observation, identity) -> ActionChunk:
+        """The action-contract self-test (core.contract): the request as sent, answered by `identity` as a reply."""
+        row = identity.actions(dict(_state_values(self.request, self.encode(observation))), observation)
+        return self.decode({"actions": np.tile(row, (self.metadata.horizon, 1)).astype(np.float32)}, observation)
+
+
+def _state_values(template: Mapping[str, Any], request: Mapping[str, Any], prefix: str = "") -> Iterator[tuple]:
+    """(request key path, (state columns, the vector sent)) for every state leaf of the template."""
+    for key, field in template.items():
+        if isinstance(field, StateField):
+            yield prefix + key, (field.columns, request[key])
+        elif isinstance(field, dict):
+            yield from _state_values(field, request[key], f"{prefix}{key}/")
 
 
 def _plain(value: Any) -> Any:

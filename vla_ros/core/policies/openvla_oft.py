@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
+
 from vla_ros.core.config import Section
 from vla_ros.core.policies.openvla_rest import JsonNumpyEndpoint, check_http_url, numeric_array, read_double_encode
 from vla_ros.core.policies.preprocess import RESIZE_MODES, StateColumn, camera_image, check_cameras, \
@@ -34,6 +36,10 @@ EXPECTS = "{'full_image': uint8 (H, W, 3), '*wrist*': uint8 (H, W, 3), 'state': 
 class OpenVLAOFTPolicy:
     """A chunk of `horizon` actions per call from an OpenVLA-OFT deploy server."""
 
+    # what the action-contract self-test (core.contract) cannot exercise
+    contract_notes = ("not checked: the server's model and its un-normalisation with the statistics of its "
+                      "--unnorm_key (the identity answers from the request's state in the reply format)",)
+
     def __init__(self, url: str, *, name: str, images: Sequence[tuple[str, str]], state: Sequence[StateColumn] | None,
                  action_space: ActionSpace, horizon: int, rate_hz: float, image_size: tuple[int, int] = (224, 224),
                  resize: str = "stretch", transform: ActionTransform = ActionTransform(), timeout_s: float = 10.0,
@@ -45,7 +51,8 @@ class OpenVLAOFTPolicy:
         self.metadata = PolicyMetadata(name=name, action_space=action_space, horizon=horizon, rate_hz=rate_hz,
                                        cameras=tuple(camera for _, camera in self.images), image_size=image_size)
 
-    def infer(self, observation: Observation) -> ActionChunk:
+    def encode(self, observation: Observation) -> dict:
+        """The request body as it is sent."""
         meta = self.metadata
         # Key order is part of the protocol: the server appends the wrist views in the order it reads them.
         payload: dict = {key: resize_image(camera_image(observation, camera, meta.name), meta.image_size, self.resize)
@@ -53,8 +60,21 @@ class OpenVLAOFTPolicy:
         if self.state is not None:
             payload["state"] = state_vector(self.state, observation, meta.name)
         payload["instruction"] = observation.instruction
-        actions = numeric_array(self.endpoint.act(payload), meta.name, "OpenVLA-OFT")
-        return checked_chunk(meta, actions, observation.stamp, transform=self.transform)
+        return payload
+
+    def decode(self, reply, observation: Observation) -> ActionChunk:
+        actions = numeric_array(reply, self.metadata.name, "OpenVLA-OFT")
+        return checked_chunk(self.metadata, actions, observation.stamp, transform=self.transform)
+
+    def infer(self, observation: Observation) -> ActionChunk:
+        return self.decode(self.endpoint.act(self.encode(observation)), observation)
+
+    def identity_chunk(self, observation: Observation, identity) -> ActionChunk:
+        """The action-contract self-test (core.contract): the request as sent, answered by `identity` as a reply."""
+        payload = self.encode(observation)
+        states = {"state": (self.state, payload["state"])} if self.state is not None else {}
+        row = identity.actions(states, observation)
+        return self.decode(np.tile(row, (self.metadata.horizon, 1)).tolist(), observation)
 
 
 def from_config(cfg: Section, robot=None) -> OpenVLAOFTPolicy:

@@ -106,6 +106,10 @@ def numeric_array(reply: Any, policy: str, server: str) -> np.ndarray:
 
 
 class OpenVLARestPolicy:
+    # what the action-contract self-test (core.contract) cannot exercise
+    contract_notes = ("not checked: the server's de-tokenisation and un-normalisation by unnorm_key need the model (the "
+                      "reply check against the configured statistics is exercised)",)
+
     def __init__(self, url: str, *, name: str, camera: str = "primary", image_size: tuple[int, int] = (224, 224),
                  resize: str = "stretch", unnorm_key: str | None = "bridge_orig",
                  action_space: ActionSpace = BRIDGE_ACTION_SPACE, rate_hz: float = 5.0, timeout_s: float = 5.0,
@@ -123,13 +127,27 @@ class OpenVLARestPolicy:
             image_size=image_size, normalization={unnorm_key or "default": bounds.as_dict()} if bounds else None,
         )
 
-    def infer(self, observation: Observation) -> ActionChunk:
+    def encode(self, observation: Observation) -> dict:
+        """The request body as it is sent."""
         meta = self.metadata
         image = resize_image(camera_image(observation, self.camera, meta.name), meta.image_size, self.resize)
         payload = {"image": np.ascontiguousarray(image), "instruction": observation.instruction}
         if self.unnorm_key is not None:
             payload["unnorm_key"] = self.unnorm_key
-        action = numeric_array(self.endpoint.act(payload), meta.name, "OpenVLA")
+        return payload
+
+    def infer(self, observation: Observation) -> ActionChunk:
+        return self.decode(self.endpoint.act(self.encode(observation)), observation)
+
+    def identity_chunk(self, observation: Observation, identity) -> ActionChunk:
+        """The action-contract self-test (core.contract): the request carries no state; `identity` answers."""
+        self.encode(observation)
+        return self.decode(identity.actions({}, observation), observation)
+
+    def decode(self, reply, observation: Observation) -> ActionChunk:
+        """A server reply (one action) -> a 1-step chunk, refused outside the statistics' [q01, q99]."""
+        meta = self.metadata
+        action = numeric_array(reply, meta.name, "OpenVLA")
         if action.shape != (meta.action_space.dim,):
             raise BadChunkError(f"policy {meta.name}: OpenVLA action has shape {action.shape}, expected "
                                 f"({meta.action_space.dim},)")

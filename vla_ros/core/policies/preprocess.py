@@ -7,7 +7,7 @@ resizes the same way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence
 
 import cv2
@@ -81,12 +81,10 @@ def prepare_image(image: np.ndarray, size: tuple[int, int] | None, mode: str, la
 @dataclass(frozen=True)
 class StateColumn:
     """One entry of a policy's state vector: a joint position (times `scale`), or a gripper opening in the policy's
-    convention."""
+    convention (`convention`, its joint span always given)."""
 
     joint: str
-    gripper_open: float | None = None  # joint value when the gripper is fully open (gripper columns only)
-    gripper_closed: float | None = None
-    convention: GripperConvention | None = None  # the policy's values for open / closed
+    convention: GripperConvention | None = None  # gripper columns only
     scale: float = 1.0
 
     width = 1
@@ -94,9 +92,7 @@ class StateColumn:
     def value(self, position: float) -> float:
         if self.convention is None:
             return position * self.scale
-        span = self.gripper_open - self.gripper_closed
-        opening = float(np.clip((position - self.gripper_closed) / span, 0.0, 1.0))
-        return self.convention.closed + opening * (self.convention.open - self.convention.closed)
+        return self.convention.encode(position, None)
 
 
 @dataclass(frozen=True)
@@ -189,15 +185,47 @@ def parse_state(items: Sequence[Section], robot) -> tuple[StateColumn | Constant
             continue
         if arm.gripper is None:
             raise item.error("gripper", f"arm {arm.name!r} of robot {robot.name} has no gripper")
-        convention = GripperConvention(item.float("open", 1.0), item.float("closed", 0.0))
-        if convention.open == convention.closed:
-            raise item.error("open", "open and closed must differ")
-        joint_open = item.float("joint_open", arm.gripper.open)
-        joint_closed = item.float("joint_closed", arm.gripper.closed)
-        if joint_open == joint_closed:
-            raise item.error("joint_open", "joint_open and joint_closed must differ")
-        columns.append(StateColumn(arm.gripper.joint, joint_open, joint_closed, convention))
+        convention = parse_gripper_convention(item, [arm])
+        joint_open, joint_closed = convention.joint_span(arm.gripper)
+        columns.append(StateColumn(arm.gripper.joint, replace(convention, joint_open=joint_open,
+                                                              joint_closed=joint_closed)))
     return tuple(columns)
+
+
+def parse_gripper_convention(section: Section, arms, defaults: tuple[float, float] | None = (1.0, 0.0)) \
+        -> GripperConvention:
+    """`open`, `closed` (the policy's values) and optional `joint_open`, `joint_closed` (the gripper joint values
+    they stand for, in the joint's units) of `section`, checked against the grippers of `arms` (ArmSpecs; may be
+    empty when no robot is known): both joint values or neither, a span that runs the way the robot's gripper opens
+    and lies at least half inside its range (a span in other units, e.g. a motor angle for a finger joint, does
+    not)."""
+    opened = section.float("open") if defaults is None else section.float("open", defaults[0])
+    closed = section.float("closed") if defaults is None else section.float("closed", defaults[1])
+    if opened == closed:
+        raise section.error("open", "open and closed must differ")
+    if section.has("joint_open") != section.has("joint_closed"):
+        missing = "joint_closed" if section.has("joint_open") else "joint_open"
+        raise section.error(missing, "give both joint_open and joint_closed (the joint values the policy's open and "
+                                     "closed stand for) or neither")
+    if not section.has("joint_open"):
+        return GripperConvention(opened, closed)
+    joint_open, joint_closed = section.float("joint_open"), section.float("joint_closed")
+    if joint_open == joint_closed:
+        raise section.error("joint_open", "joint_open and joint_closed must differ")
+    for arm in arms:
+        gripper = arm.gripper
+        if gripper is None:
+            continue
+        where = f"arm {arm.name!r} gripper {gripper.joint} (open {gripper.open:g}, closed {gripper.closed:g})"
+        if (joint_open > joint_closed) != (gripper.open > gripper.closed):
+            raise section.error("joint_open", f"the span {joint_closed:g}..{joint_open:g} (closed..open) runs the "
+                                              f"other way than {where}")
+        low, high = sorted((joint_open, joint_closed))
+        inside = min(high, max(gripper.open, gripper.closed)) - max(low, min(gripper.open, gripper.closed))
+        if inside < 0.5 * (high - low):  # a dataset's span differs from the robot's by end-stop calibration only
+            raise section.error("joint_open", f"the span {joint_closed:g}..{joint_open:g} (closed..open) lies mostly "
+                                              f"outside the range of {where}; give it in that joint's units")
+    return GripperConvention(opened, closed, joint_open, joint_closed)
 
 
 def _ee_pose(item: Section, arm, robot) -> EEPoseColumns:

@@ -11,6 +11,7 @@ import numpy as np
 
 from vla_ros.core.config import Section
 from vla_ros.core.policies.errors import PolicyUnavailableError
+from vla_ros.core.policies.preprocess import parse_gripper_convention
 from vla_ros.core.types import ACTION_KINDS, FRAMES, ROTATION_WIDTH, ActionChunk, ActionSpace, BadChunkError, \
     GripperConvention, PolicyMetadata
 
@@ -35,7 +36,10 @@ def parse_action_space(section: Section, robot=None) -> ActionSpace:
         arms: [arm, ...]            robot arm names, column blocks in this order (default: the robot's arms, or [arm])
         frame: base | ee            EE kinds only (default base)
         rotation: rpy | axis_angle | quat   EE kinds only (default rpy)
-        gripper: {open: 1.0, closed: 0.0} | false   policy values for open / closed; false = no gripper column
+        gripper: {open: 1.0, closed: 0.0} | false   policy values for open / closed; false = no gripper column;
+                                    optional joint_open / joint_closed: the gripper joint values they stand for,
+                                    when the training data's span is not the robot config's gripper range (as the
+                                    state side's gripper parts declare it)
         joints_per_arm: [n, ...]    joint kinds; default the robot's arm sizes
     """
     section.unknown_keys({"kind", "arms", "frame", "rotation", "gripper", "joints_per_arm"})
@@ -55,10 +59,9 @@ def parse_action_space(section: Section, robot=None) -> ActionSpace:
         gripper = None
     elif raw_gripper is not None:
         g = section.section("gripper")
-        g.unknown_keys({"open", "closed"})
-        gripper = GripperConvention(g.float("open"), g.float("closed"))
-        if gripper.open == gripper.closed:
-            raise g.error("open", "open and closed must differ")
+        g.unknown_keys({"open", "closed", "joint_open", "joint_closed"})
+        gripper = parse_gripper_convention(g, [robot.arm(name) for name in arms] if robot is not None else [],
+                                           defaults=None)
     joints_per_arm = None
     if kind not in ("ee_delta", "ee_pose"):
         if section.has("joints_per_arm"):

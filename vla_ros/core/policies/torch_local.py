@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from vla_ros.core.config import Section
+from vla_ros.core.contract import identity_from_state
 from vla_ros.core.errors import ConfigError
 from vla_ros.core.policies.act import ACTConfig, ACTNetwork, load_act_config
 from vla_ros.core.policies.preprocess import RESIZE_MODES, StateColumn, camera_image, check_cameras, \
@@ -98,6 +99,10 @@ def load_exported(path: Path, device: torch.device) -> torch.nn.Module:
 class TorchLocalPolicy:
     """Runs `module` (see the model contract above) on `device` and returns its chunk."""
 
+    # what the action-contract self-test (core.contract) cannot exercise
+    contract_notes = ("not checked: the network and the normalisation inside the artifact (the identity replaces "
+                      "the network)",)
+
     def __init__(self, module: torch.nn.Module, *, name: str, cameras: Sequence[str], image_size: tuple[int, int],
                  state_columns: Sequence[StateColumn], action_space: ActionSpace, horizon: int, rate_hz: float,
                  device: torch.device = torch.device("cpu"), resize: str = "stretch",
@@ -108,6 +113,11 @@ class TorchLocalPolicy:
             name=name, action_space=action_space, horizon=horizon, rate_hz=rate_hz, cameras=tuple(cameras),
             image_size=image_size, normalization=normalization,
         )
+
+    def identity_chunk(self, observation: Observation, identity) -> ActionChunk:
+        """The action-contract self-test (core.contract): the identity answers from the state vector."""
+        states = {"state": (self.state_columns, state_vector(self.state_columns, observation, self.metadata.name))}
+        return identity_from_state(self, states, observation, identity)
 
     def infer(self, observation: Observation) -> ActionChunk:
         meta = self.metadata
