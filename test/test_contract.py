@@ -280,3 +280,48 @@ def test_check_policy_user_errors_exit_2_with_one_line(capsys, args, message):
     assert cli.main(["check-policy", *args]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and re.search(message, err), err
+
+
+# --- policy_node start-up ----------------------------------------------------------------------------------------------
+
+
+def test_policy_node_refuses_to_start_on_a_broken_contract_unless_told_to_skip(ros_context, aloha):
+    from rclpy.parameter import Parameter
+
+    from vla_ros.ros.policy_node import PolicyNode
+
+    space = yaml.safe_load((policy_config_dir() / "openpi_pi0_aloha.yaml").read_text())["action_space"]
+    space["gripper"] = {"open": 1.0, "closed": 0.0}
+    policy = shipped_policy("openpi_pi0_aloha", aloha, action_space=space)
+    wait = Parameter("contract_check_wait", value=0.0)
+    with pytest.raises(ConfigError, match=r"^policy pi0_aloha: action contract: state home: follower_left/left_finger: "
+                                          r"state side normalises over 0\.01844\.\.0\.058 m, action side maps over "
+                                          r"0\.021\.\.0\.057 m: .*contract_check:=false skips this check\)$"):
+        PolicyNode(robot=aloha, policy=policy, context=ros_context, parameter_overrides=[wait])
+    node = PolicyNode(robot=aloha, policy=policy, context=ros_context,
+                      parameter_overrides=[wait, Parameter("contract_check", value=False)])
+    node.destroy_node()
+    node = PolicyNode(robot=aloha, policy=shipped_policy("openpi_pi0_aloha", aloha), context=ros_context,
+                      parameter_overrides=[wait])
+    node.destroy_node()
+
+
+def test_policy_node_checks_from_the_measured_state(ros_context, aloha):
+    """Swapped GR00T parts hold still at home (both arms share one pose) but not where the arms differ: the node
+    checks from the joint state it measures, not from home."""
+    from rclpy.parameter import Parameter
+    from ros_helpers import RobotIO
+
+    from vla_ros.ros.policy_node import PolicyNode
+
+    parts = yaml.safe_load((policy_config_dir() / "gr00t_n15_aloha.yaml").read_text())["action"]
+    policy = shipped_policy("gr00t_n15_aloha", aloha, action=parts[2:] + parts[:2])
+    io = RobotIO(ros_context, aloha, follow=False)
+    io.q = offset_state(aloha)
+    try:
+        with pytest.raises(ConfigError, match=r"action contract: state measured: action column 0 "
+                                              r"\(left/follower_left/waist\): the action decoding turns"):
+            PolicyNode(robot=aloha, policy=policy, context=ros_context,
+                       parameter_overrides=[Parameter("contract_check_wait", value=5.0)])
+    finally:
+        io.close()

@@ -81,7 +81,10 @@ def start_graph(robot: str, policy: str, sim: bool = False, controller_interface
             nodes.append(sim_node)
         safety = SafetyNode(robot=model, **node_kwargs)
         nodes.append(safety)
-        policy_kwargs = dict(node_kwargs, parameter_overrides=params.as_overrides({**values, "policy": policy}))
+        # the simulated robot starts at home and publishes only once the graph spins: check from home at once
+        startup = {"contract_check_wait": 0.0} if sim else {}
+        policy_kwargs = dict(node_kwargs, parameter_overrides=params.as_overrides(
+            {**startup, **values, "policy": policy}))
         policy_node = PolicyNode(robot=model, policy=policy_object, **policy_kwargs)
         nodes.append(policy_node)
         ik = None

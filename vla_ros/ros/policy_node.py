@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from dataclasses import fields
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
+from vla_ros.core.contract import check_contract
 from vla_ros.core.errors import ConfigError, VlaRosError
 from vla_ros.core.executor import ChunkExecutor, ExecutorConfig
 from vla_ros.core.ik import ee_commands_from_action
@@ -51,6 +54,10 @@ PARAMETERS = {
     "image_transport": "raw",  # raw: sensor_msgs/Image on the camera topic; compressed: CompressedImage on <topic>/compressed
     "image_timeout": 0.5,  # s: a frame received longer ago is not used for a new observation
     "inference_timeout": 5.0,  # s: an inference running longer is abandoned (the policy hung)
+    # The action-contract self-test (core.contract, `vla-ros check-policy`) at start-up: the node refuses to start
+    # when a policy that holds still would move the robot. false skips it (logged).
+    "contract_check": True,
+    "contract_check_wait": 1.0,  # s to wait for a measured joint state to check from; else the home pose
     "diagnostics_period": 1.0,
     **{f"executor.{name}": value for name, value in _EXECUTOR_DEFAULTS.items()},
 }
@@ -90,6 +97,10 @@ class PolicyNode(Node):
         self.grippers = {a.name: a.gripper for a in self.robot.arms}
 
         self.states = JointStateInput(self, self.robot)
+        if params.value(self, "contract_check"):
+            self._check_contract(params.value(self, "contract_check_wait"))
+        else:
+            self.get_logger().warning("action-contract self-test skipped (contract_check false)")
         self.cameras = self._policy_cameras(meta.cameras)
         self._frames: dict[str, _Frame] = {}
         # a policy with an observation history (LeRobot Diffusion, n_obs_steps > 1) is shown every new frame
@@ -128,6 +139,31 @@ class PolicyNode(Node):
         self.last_hold = "startup"
         self.create_timer(self.control_dt, self._tick)
         self.create_timer(params.value(self, "diagnostics_period"), self._publish_diagnostics)
+
+    def _check_contract(self, wait: float) -> None:
+        """Refuse to start (ConfigError) unless the identity policy holds the robot still from the measured state
+        (the home pose when no complete joint state arrives within `wait` s)."""
+        if wait > 0:  # spin this node alone until the joint states are in: no timer exists yet
+            executor = SingleThreadedExecutor(context=self.context)
+            executor.add_node(self)
+            deadline = time.monotonic() + wait
+            try:
+                while not self.states.fresh(now_sec(self), self.joint_timeout) and time.monotonic() < deadline:
+                    executor.spin_once(timeout_sec=0.02)
+            finally:
+                executor.remove_node(self)
+                executor.shutdown()
+        if self.states.fresh(now_sec(self), self.joint_timeout):
+            state, q = "measured", self.states.cache.positions.copy()
+        else:
+            state, q = "home", self.robot.home.copy()
+        report = check_contract(self.policy, self.robot, [(state, q)])
+        if not report.passed:
+            raise ConfigError(f"policy {self.policy.metadata.name}", "action contract",
+                              f"{report.first_cause()} (vla-ros check-policy gives the whole report; "
+                              f"contract_check:=false skips this check)")
+        self.get_logger().info(f"action contract holds from the {state} state ({len(report.notes)} notes: "
+                               f"vla-ros check-policy lists them)")
 
     def _policy_cameras(self, names):
         by_name = {c.name: c for c in self.robot.cameras}
