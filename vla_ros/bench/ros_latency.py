@@ -10,7 +10,8 @@
     bare pass-through processes (subscribe, republish), the floor set by rclpy + DDS on this machine.
 A command is matched to the latest tick published before it arrived (one command per tick; latency < the tick period).
 --load runs both control paths again with a bounded CPU hog on every core (vla_ros.cpu_load: another process busy on
-the whole machine), reported beside the quiet figures.
+the whole machine), reported beside the quiet figures. Both paths' processes run at --niceness (default -10, when
+permitted), as the launch file starts the control nodes; the hogs at the default priority.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ticks", type=int, default=500, help="control ticks per control-path run (50 Hz)")
     parser.add_argument("--domain", type=int, default=60, help="first ROS domain id used (6 consecutive ones)")
     parser.add_argument("--load", action="store_true", help="also measure the control paths with every core busy")
+    parser.add_argument("--niceness", type=int, default=-10,
+                        help="priority of the control paths' processes when permitted (default -10, as the launch file)")
     parser.add_argument("--role", help=argparse.SUPPRESS)  # internal: child process roles
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
 
@@ -328,17 +331,19 @@ def main(args: argparse.Namespace) -> int:
         "image_tuned": image_hop(args.domain + 1, True, args.frames),
     }
     # rclpy.init / shutdown happen once per path in this process, one after the other, each on its own domain.
-    results["pipeline"] = _in_subprocess("pipeline", args.domain + 2, args.ticks)
-    results["raw"] = _in_subprocess("raw", args.domain + 3, args.ticks)
+    results["pipeline"] = _in_subprocess("pipeline", args.domain + 2, args.ticks, args.niceness)
+    results["raw"] = _in_subprocess("raw", args.domain + 3, args.ticks, args.niceness)
     if args.load:
         from vla_ros.cpu_load import cpu_load
 
         with cpu_load() as hogs:
-            results["loaded"] = {"pipeline": _in_subprocess("pipeline", args.domain + 4, args.ticks),
-                                 "raw": _in_subprocess("raw", args.domain + 5, args.ticks), "hogs": len(hogs)}
+            results["loaded"] = {"pipeline": _in_subprocess("pipeline", args.domain + 4, args.ticks, args.niceness),
+                                 "raw": _in_subprocess("raw", args.domain + 5, args.ticks, args.niceness),
+                                 "hogs": len(hogs)}
     results["setup"] = {"frames": args.frames, "frame": f"{FRAME_W}x{FRAME_H} rgb8 @ {FRAME_HZ:g} Hz",
                         "ticks": args.ticks, "tick_rate_hz": 50.0, "robot": "franka", "cpus": os.cpu_count(),
-                        "fastdds_profile": "config/fastdds.xml", "load": "one busy loop per core" if args.load else None}
+                        "fastdds_profile": "config/fastdds.xml", "load": "one busy loop per core" if args.load else None,
+                        "niceness": args.niceness}
     p, r, d, t = results["pipeline"], results["raw"], results["image_default"], results["image_tuned"]
     goals = {
         "pipeline_p50_le_2ms": p["p50_ms"] is not None and p["p50_ms"] <= 2.0,
@@ -364,11 +369,15 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _in_subprocess(path: str, domain: int, ticks: int) -> dict:
-    """Run one control-path measurement in a fresh process (rclpy can be initialised once per default context)."""
+def _in_subprocess(path: str, domain: int, ticks: int, niceness: int) -> dict:
+    """Run one control-path measurement in a fresh process (rclpy can be initialised once per default context), at
+    `niceness` (its node processes inherit it)."""
+    from vla_ros.ros.params import raise_priority
+
     command = [sys.executable, "-m", "vla_ros.bench.ros_latency", "--json", "-", "--role", f"control-{path}",
                "--count", str(ticks), "--domain", str(domain)]
-    out = subprocess.run(command, env=_env(domain, True), stdout=subprocess.PIPE, text=True, timeout=ticks * 0.02 + 120)
+    out = subprocess.run(command, env=_env(domain, True), stdout=subprocess.PIPE, text=True, timeout=ticks * 0.02 + 120,
+                         preexec_fn=lambda: raise_priority(niceness))
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -112,6 +112,8 @@ def _segment_fits(times, positions, velocities, accelerations, i: int, j: int, v
     derivative, linear, is bounded by its ends: a bound, not a sample. Few, larger numpy calls: this runs per
     control tick."""
     h = times[j] - times[i]
+    if not h > 0.0:  # coincident points (timeline rounding): nothing between them to draw
+        return True, None
     data = np.empty((6, positions.shape[1]))
     data[0], data[1], data[2] = positions[i], velocities[i] * h, accelerations[i] * (h * h)
     data[3], data[4], data[5] = positions[j], velocities[j] * h, accelerations[j] * (h * h)
