@@ -35,7 +35,13 @@ class RateLimitedLog:
         self._last[key] = (now, 0)
         if suppressed:
             message += f" ({suppressed} more in the last {now - last:.1f} s)"
-        getattr(self._logger, level)(message)
+        # rclpy fixes one severity per call site (it raises on a change), hence one call per level
+        if level == "error":
+            self._logger.error(message)
+        elif level == "warning":
+            self._logger.warning(message)
+        else:
+            self._logger.info(message)
 
 
 class JointStateInput:
