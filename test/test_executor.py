@@ -380,11 +380,19 @@ def test_reset_drops_chunks_and_refuses_answers_to_older_observations():
     assert ex.stats().rejected_chunks == {"out_of_order": 1}
 
 
-def test_tick_time_must_not_go_backwards():
-    ex = async_executor(joints(1))
-    ex.tick(1.0)
-    with pytest.raises(ValueError, match="backwards"):
-        ex.tick(0.5)
+def test_clock_going_back_restarts_the_timeline_instead_of_raising():
+    """A sim-time reset or a looping bag: hold, refuse answers stamped on the old clock, take the new clock's."""
+    space = joints(1)
+    ex = async_executor(space, horizon=10)
+    ex.tick(10.0)
+    ex.submit(chunk(np.arange(10.0), 10.0, space, 0.02), now=10.0)
+    run(ex, [10.02, 10.04])
+    held = ex.tick(0.5)  # the clock jumped back 9.5 s
+    assert held.hold == "startup" and held.action is not None and held.request
+    assert not ex.submit(chunk(np.arange(10.0), 10.04, space, 0.02), now=0.52)  # an answer from the old clock
+    assert ex.stats().rejected_chunks == {"future_stamp": 1}
+    assert ex.submit(chunk(np.arange(10.0) + 5.0, 0.5, space, 0.02), now=0.52)
+    assert ex.tick(0.54).action[0] == pytest.approx(5.0)  # held meanwhile: the chunk starts where the arm stood
 
 
 # --- per-step quantities and rotations --------------------------------------------------------------------------

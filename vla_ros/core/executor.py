@@ -802,10 +802,20 @@ class ChunkExecutor:
         self._newest_chunk = None
         self._started = False
 
+    def _restart_timeline(self, now: float) -> None:
+        """The clock went back (sim time reset, a bag looping, an NTP step): chunks placed on the old timeline mean
+        nothing on the new one. Drop them and the motion clock and hold; answers to observations of the old clock
+        are refused as from the future (submit), answers on the new clock are taken."""
+        self.reset(now)
+        self._motion = _MotionClock()
+        self._newest_stamp = -math.inf
+        self._recent_increments.clear()
+        self._recent_sources.clear()
+
     # the control tick --------------------------------------------------------------------------------------------
     def tick(self, now: float) -> TickResult:
         if now < self._last_now:
-            raise ValueError(f"executor tick time went backwards: {now} after {self._last_now}; reset the executor")
+            self._restart_timeline(now)
         self._last_now = now
         self._ticks += 1
         tau = self._motion.at(now)

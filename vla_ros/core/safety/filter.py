@@ -470,7 +470,10 @@ class SafetyFilter:
         stepping = [g for g in self._groups if any(weights[i] > 0.0 for i in g.index)]
         for group in stepping:
             times.update(group.breakpoints())
-        taus = sorted(x for x in times if 1e-6 < x < dt - 1e-6)
+        taus = []
+        for x in sorted(x for x in times if 1e-6 < x < dt - 1e-6):
+            if not taus or x - taus[-1] > 1e-9:  # joints' breakpoints equal up to rounding: one point
+                taus.append(x)
         if not taus:
             return []
         if not braking:  # every joint on its group's step (the usual case): lists, no stop to mix in
