@@ -53,7 +53,9 @@ def test_chain_commands_estop_and_stale_hold(ros_context, name, joint_policy):
         elapsed = time.monotonic() - start
         for adapter in io.adapters:
             rate = (len(io.commands[adapter.spec.name]) - before[adapter.spec.name]) / elapsed
-            assert adapter.is_action or 0.7 * robot.control_rate_hz <= rate <= 1.3 * robot.control_rate_hz, \
+            # a wide lower bound: on a loaded 2-core machine the one-process graph falls behind its timers (GIL,
+            # docs/ros_graph.md); it still catches publishing per joint_states message (above) or only on change
+            assert adapter.is_action or 0.5 * robot.control_rate_hz <= rate <= 1.3 * robot.control_rate_hz, \
                 (adapter.spec.name, rate)
             msg = io.commands[adapter.spec.name][-1][1]
             spec = adapter.spec
