@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vla_ros.progress import Progress
+
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -91,6 +93,7 @@ def soak(steps: int, robot_name: str, seed: int) -> dict:
     exceptions: list[str] = []
     exception_count = violations = 0
     rss, warm, started = [], None, time.perf_counter()
+    progress = Progress(f"soak {robot.name}", total=steps, unit="ticks")
 
     def start(kind: str, low: int, high: int) -> None:
         active[kind] = int(rng.integers(low, high))
@@ -157,6 +160,8 @@ def soak(steps: int, robot_name: str, seed: int) -> dict:
             warm = rss_mb()
         if k % max(1, steps // 50) == 0:
             rss.append((k, round(rss_mb(), 2)))
+            progress.to(k)
+    progress.close()
     end = rss_mb()
     return {"steps": steps, "robot": robot.name, "seconds": round(time.perf_counter() - started, 1),
             "exceptions": exception_count, "exception_examples": exceptions, "violations": violations,

@@ -27,9 +27,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from vla_ros.commands.replay import (Progress, add_chain_arguments, executor_config, replay_options, run_info,
+from vla_ros.commands.replay import (add_chain_arguments, executor_config, replay_options, run_info,
                                      sweep_settings, tune_allocator)
 from vla_ros.core.errors import VlaRosError
+from vla_ros.progress import Progress
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

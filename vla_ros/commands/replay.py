@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 
 from vla_ros.core.errors import VlaRosError
+from vla_ros.progress import Progress
 
 # Defaults of the executor flags are None so only what the user gave overrides ExecutorConfig's own defaults.
 _EXECUTOR_FLAGS = {  # flag dest -> ExecutorConfig field
@@ -132,27 +132,6 @@ def run_info(args) -> dict:
     """The timing settings as the user gave them, for metrics["run"]."""
     return {"latency_ms": args.latency, "jitter_ms": args.jitter, "seed": args.seed,
             "measured_latency": args.measured_latency}
-
-
-class Progress:
-    """A tqdm bar on an interactive terminal; silent otherwise (logs, CI, pipes)."""
-
-    def __init__(self, description: str, total: float = 1.0, unit: str = ""):
-        self.bar = None
-        if sys.stderr.isatty():
-            from tqdm import tqdm
-
-            counts = " {n_fmt}/{total_fmt} " + unit if unit else " "
-            self.bar = tqdm(total=total, desc=description, unit=unit, file=sys.stderr,
-                            bar_format="{l_bar}{bar}|" + counts + "{elapsed}<{remaining}")
-
-    def to(self, value: float) -> None:
-        if self.bar is not None:
-            self.bar.update(value - self.bar.n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def main(args: argparse.Namespace) -> int:
