@@ -1,6 +1,7 @@
 """Property tests on all four robots: for random and adversarial call sequences, every command satisfies every limit
 (independent LimitChecker: position, velocity, acceleration, jerk as divided differences over the actual stamps,
-workspace box, EE speed) and is finite; bad input is refused and reported.
+workspace box, EE speed) and is finite; bad input is refused and reported. Filters run as safety_node runs them:
+Franka's and UR5's keep the trajectory their controller is sent, and each message is checked too.
 
 Adversarial ingredients: NaN, inf, 1e9 targets, wrong lengths, shuffled / unknown / repeated names, subsets; time
 standing still, going backwards (a little and by a second), sub-step intervals, 0.3 s and 10 s gaps; stale and
@@ -15,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from safety_helpers import robot
-from vla_ros.core.safety.independent_check import LimitChecker
+from vla_ros.core.safety.independent_check import LimitChecker, controller_trajectory_problems
 from vla_ros.core.safety import SafetyConfig, SafetyFilter
 
 ROBOTS = ["franka", "widowx", "ur5", "aloha"]
@@ -45,7 +46,7 @@ class _Player:
     def __init__(self, name: str, start_fraction: float):
         self.robot = robot(name)
         self.config = SafetyConfig()
-        self.filter = SafetyFilter(self.robot, self.config)
+        self.filter = SafetyFilter(self.robot, self.config, keep_trajectory=self.robot.trajectory_controlled)
         self.checker = LimitChecker(self.robot, self.config)
         self.names = list(self.robot.joint_names)
         self.lower, self.upper = self.robot.limits.lower, self.robot.limits.upper
@@ -66,7 +67,7 @@ class _Player:
         self.record(self.filter.filter(names, values, self.now), (names, values))
 
     def record(self, command, call=None):
-        problems = self.checker.check(command, call)
+        problems = self.checker.check(command, call) + controller_trajectory_problems(self.filter, command)
         assert not problems, problems
         if command.positions is not None:
             self.measured = command.positions + self.noise.normal(0, 1e-5, self.robot.nq)

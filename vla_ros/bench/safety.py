@@ -26,8 +26,11 @@ of the differences at the smallest interval).
 Timing: time.perf_counter around each filter / tick call (garbage collector paused while timing); median and p99
 per robot over all fuzz cases, which are adversarial: most of them push against a limit, where the filter searches
 (the EE limits with a sampled look-ahead) and costs most. `franka.ik_safety`: one DifferentialIK.step +
-SafetyFilter.filter per 50 Hz tick on a policy-like EE delta stream (see ik_safety_timing), median / p99 of the pair
-(`ik_safety_step_*_ms`) and of the safety call alone.
+SafetyFilter.filter + SafetyFilter.controller_trajectory per 50 Hz tick on a policy-like EE delta stream (see
+ik_safety_timing), median / p99 of the tick (`ik_safety_step_*_ms`) and of the safety part alone. Filters run as
+safety_node runs them: robots with a trajectory controller (Franka, UR5) keep the trajectory it is sent, and each of
+their commands' controller trajectory is checked too (strictly increasing times, the command at controller_delay,
+ending at rest).
 
 JSON: {"<robot>": {"cases", "violations", "step_median_ms", "step_p99_ms", "violation_kinds", "examples",
 "interventions"}}, and for franka also "ik_safety_step_median_ms", "ik_safety_step_p99_ms", "ik_safety": {...}.
@@ -47,7 +50,7 @@ import numpy as np
 import pinocchio as pin
 
 from vla_ros.core.robot import RobotModel, builtin_robot_names, load_robot
-from vla_ros.core.safety.independent_check import LimitChecker
+from vla_ros.core.safety.independent_check import LimitChecker, controller_trajectory_problems
 from vla_ros.core.safety import SafetyConfig, SafetyFilter
 
 EPISODE = 400  # calls per fuzz episode
@@ -59,7 +62,7 @@ class Episode:
 
     def __init__(self, robot: RobotModel, config: SafetyConfig, rng: np.random.Generator):
         self.robot, self.rng = robot, rng
-        self.filter = SafetyFilter(robot, config)
+        self.filter = SafetyFilter(robot, config, keep_trajectory=robot.trajectory_controlled)  # as safety_node
         self.names = list(robot.joint_names)
         self.lower, self.upper = robot.limits.lower, robot.limits.upper
         self.period = float(rng.choice([1.0 / robot.control_rate_hz, 0.004, 0.001]))
@@ -210,23 +213,6 @@ class Episode:
             yield command, call
 
 
-def controller_trajectory_problems(f: SafetyFilter, command) -> list[str]:
-    """What a JointTrajectoryController would refuse or misread in the message for `command`: times not strictly
-    increasing from > 0, the command not at controller_delay, not ending at rest."""
-    if not f.keep_trajectory or not command.sendable:
-        return []
-    sent = f.controller_trajectory()
-    problems = []
-    if sent.times[0] <= 0 or np.any(np.diff(sent.times) <= 0):
-        problems.append("controller_trajectory times not strictly increasing from > 0")
-    at = np.flatnonzero(np.isclose(sent.times, f.controller_delay, rtol=0, atol=1e-9))
-    if not at.size or not np.array_equal(sent.positions[at[0]], command.positions):
-        problems.append("controller_trajectory does not carry the command at controller_delay")
-    if sent.velocities[-1].any() or sent.accelerations[-1].any():
-        problems.append("controller_trajectory does not end at rest")
-    return problems
-
-
 def fuzz_robot(robot: RobotModel, cases: int, seed: int, config: SafetyConfig) -> dict:
     rng = np.random.default_rng(seed)
     timings: list[float] = []
@@ -258,7 +244,7 @@ def fuzz_robot(robot: RobotModel, cases: int, seed: int, config: SafetyConfig) -
 
 
 def ik_safety_timing(steps: int, seed: int, config: SafetyConfig) -> dict:
-    """Per-tick cost of DifferentialIK.step + SafetyFilter.filter on Franka for a policy-like EE delta stream: a
+    """Per-tick cost of DifferentialIK.step + SafetyFilter.filter + controller_trajectory on Franka for a policy-like EE delta stream: a
     smooth 3-D Lissajous motion of the hand (up to ~0.15 m/s) with a slow yaw, a gripper toggled every 3 s, and a
     chunk boundary every second where the stream jumps by a few millimetres (a new chunk that does not continue
     the previous one). The robot follows the safe command exactly. The first _WARM_UP ticks are not timed."""
@@ -266,7 +252,7 @@ def ik_safety_timing(steps: int, seed: int, config: SafetyConfig) -> dict:
 
     robot = load_robot("franka")
     rng = np.random.default_rng(seed)
-    ik, safety = DifferentialIK(robot, IKConfig()), SafetyFilter(robot, config)
+    ik, safety = DifferentialIK(robot, IKConfig()), SafetyFilter(robot, config, keep_trajectory=True)
     names, dt, now = list(robot.joint_names), 1.0 / robot.control_rate_hz, 0.0
     q = robot.home.copy()
     ik.reset(q)
@@ -292,6 +278,7 @@ def ik_safety_timing(steps: int, seed: int, config: SafetyConfig) -> dict:
             result = ik.step(q, command, dt)
             middle = time.perf_counter()
             out = safety.filter(names, result.q_target, now)
+            safety.controller_trajectory()  # what safety_node sends Franka's trajectory controller
             end = time.perf_counter()
             if k > _WARM_UP:
                 pair.append(end - start)

@@ -401,6 +401,12 @@ class RobotModel:
                 return arm
         raise KeyError(f"robot {self.name}: no arm named {name!r} (arms: {', '.join(a.name for a in self.arms)})")
 
+    @property
+    def trajectory_controlled(self) -> bool:
+        """A controller of this robot takes a joint_trajectory: its safety filter keeps the trajectory it is sent
+        (SafetyFilter keep_trajectory), as safety_node runs it."""
+        return any(spec.interface == "joint_trajectory" for spec in self.controllers)
+
     def new_data(self) -> pin.Data:
         return self.model.createData()
 

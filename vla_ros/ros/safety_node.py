@@ -50,9 +50,8 @@ class SafetyNode(Node):
         self.robot = robot or params.robot_from_params(self)
         path = params.value(self, "safety_config")
         adapters = make_adapters(self.robot, params.value(self, "controller_interface_override"))
-        trajectory = any(a.interface == "joint_trajectory" for a in adapters)
         self.filter = SafetyFilter(self.robot, SafetyConfig.from_yaml(path, self.robot) if path else None,
-                                   keep_trajectory=trajectory)
+                                   keep_trajectory=self.robot.trajectory_controlled)
         self.command_timeout = params.value(self, "command_timeout")
         start = params.value(self, "trajectory_start")
         if start not in ("stamp", "receipt"):

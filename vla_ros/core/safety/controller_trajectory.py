@@ -69,6 +69,9 @@ def controller_trajectory(stamp: float, recent: list[tuple[float, list, list, li
         elif row is rows[-1]:  # the final rest point wins over a point just before it
             kept[-1] = row
     times, positions, velocities, accelerations = (np.array(x) for x in zip(*kept))
+    # The stop ends at rest, but its sampled end (or a held command, whose stop is shorter than _MIN_SPACING) carries
+    # rounding residues (~1e-18 rad/s, ~1e-11 rad/s^2); a JTC refuses a last point moving by more than float epsilon.
+    velocities[-1] = accelerations[-1] = 0.0
     return ControllerTrajectory(stamp, times, positions, velocities, accelerations)
 
 

@@ -7,7 +7,8 @@ smooth trajectory through the points. Positions are checked against the configur
 a segment's start where that is outside), each arm's EE against its workspace box and EE speed limits; also
 finiteness, repeated stamps, "stopped" = at rest, segments starting at rest and, given the call, that bad input was
 refused and reported. Tolerances cover floating-point rounding only. Used by `vla-ros bench safety` (fuzzing) and by
-the demo (every command it sent).
+the demo (every command it sent). `controller_trajectory_problems` checks what a trajectory controller is sent for a
+command against what ros2_control's JointTrajectoryController accepts and the filter promises.
 """
 
 from __future__ import annotations
@@ -172,3 +173,21 @@ class LimitChecker:
         return (values.ndim == 1 and len(names) == len(values) and len(names) > 0
                 and all(isinstance(n, str) and n in self.robot.joint_names for n in names)
                 and len(set(names)) == len(names) and bool(np.isfinite(values).all()))
+
+
+def controller_trajectory_problems(f, command) -> list[str]:
+    """What a JointTrajectoryController would refuse or misread in the message for `command` (filter `f` keeps the
+    controller trajectory): times not strictly increasing from > 0, the command not at controller_delay, a last point
+    not exactly at rest (the JTC refuses one moving by more than float epsilon; we promise rest)."""
+    if not f.keep_trajectory or not command.sendable:
+        return []
+    sent = f.controller_trajectory()
+    problems = []
+    if sent.times[0] <= 0 or np.any(np.diff(sent.times) <= 0):
+        problems.append("controller_trajectory times not strictly increasing from > 0")
+    at = np.flatnonzero(np.isclose(sent.times, f.controller_delay, rtol=0, atol=1e-9))
+    if not at.size or not np.array_equal(sent.positions[at[0]], command.positions):
+        problems.append("controller_trajectory does not carry the command at controller_delay")
+    if sent.velocities[-1].any() or sent.accelerations[-1].any():
+        problems.append("controller_trajectory does not end at rest")
+    return problems
