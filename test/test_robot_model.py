@@ -54,6 +54,12 @@ def test_aloha_has_two_independent_arms_and_four_cameras():
     assert np.allclose(robot.fk(q, right.ee_frame).homogeneous, before)
 
 
+def test_trajectory_controlled_robots_are_those_with_a_joint_trajectory_controller():
+    """safety_node keeps the controller trajectory exactly for these (SafetyFilter keep_trajectory)."""
+    assert {name: load_robot(name).trajectory_controlled for name in BUILTINS} == {
+        "franka": True, "ur5": True, "widowx": False, "aloha": False}
+
+
 def test_name_mapping_is_by_name_not_position():
     robot = load_robot("franka")
     names = list(reversed(robot.joint_names))
