@@ -10,7 +10,8 @@ node does for a JointTrajectoryController. Faults, seeded, each turned on for a 
   - the clock going back a little, by a second (an e-stop), or a 0.3 s stall; an e-stop and resets (often refused);
   - garbage straight into the safety filter (overflowing ints, complex numbers, None, unknown joint names);
   - a new instruction (executor reset).
-Every command is re-checked by the independent LimitChecker (violations reported too). RSS from /proc/self/statm,
+Every command is re-checked by the independent LimitChecker, and its controller trajectory by
+controller_trajectory_problems (violations reported too). RSS from /proc/self/statm,
 after a warm-up of 5 % of the ticks and at the end; the JSON also has RSS samples along the run.
 """
 
@@ -75,7 +76,7 @@ def soak(steps: int, robot_name: str, seed: int) -> dict:
     from vla_ros.core.pipeline import ControlPipeline
     from vla_ros.core.robot import load_robot
     from vla_ros.core.safety import SafetyConfig
-    from vla_ros.core.safety.independent_check import LimitChecker
+    from vla_ros.core.safety.independent_check import LimitChecker, controller_trajectory_problems
     from vla_ros.core.types import ActionSpace
 
     rng = np.random.default_rng(seed)
@@ -144,9 +145,9 @@ def soak(steps: int, robot_name: str, seed: int) -> dict:
                 else:
                     pipeline.submit(policy.chunk(now, fault and fault.split("_")[0]), now)
             command = step.command
-            violations += len(checker.check(command))
+            # controller_trajectory_problems builds the controller trajectory, as safety_node does for every command
+            violations += len(checker.check(command) + controller_trajectory_problems(pipeline.safety, command))
             if command.sendable:
-                pipeline.safety.controller_trajectory()
                 q = np.clip(command.positions, robot.limits.lower, robot.limits.upper)
             for kind in list(active):
                 active[kind] -= 1
