@@ -71,8 +71,7 @@ class SafetyNode(Node):
         self.counts = {"commands": 0, "targets": 0, "stale_targets": 0, "hold_ticks": 0}
         self.states_seen: Counter[str] = Counter()  # commands by SafeCommand.state
         self.transitions: Counter[str] = Counter()  # mode changes, "from -> to"
-        self._logged: dict[str, tuple[float, int]] = {}  # transition -> (last logged node time, suppressed since)
-        self._log_period = params.value(self, "transition_log_period")
+        self._transition_log = RateLimitedLog(self, params.value(self, "transition_log_period"))
         # The last minute of sent commands (SafeCommand, with stamps and segments) for independent re-checks.
         self.sent: deque = deque(maxlen=int(60 * self.robot.control_rate_hz))
         self.last_error = ""
@@ -114,7 +113,7 @@ class SafetyNode(Node):
         self.states_seen[command.state] += 1
         self.state = command.state
         if self.filter.mode != self.mode:
-            self._log_transition(self.mode, self.filter.mode, command, now)
+            self._log_transition(self.mode, self.filter.mode, command)
             self.mode = self.filter.mode
         if command.sendable and command.timeline != self._sent_timeline:
             trajectory = self.filter.controller_trajectory() if self.filter.keep_trajectory else None
@@ -124,24 +123,14 @@ class SafetyNode(Node):
             self.counts["commands"] += 1
             self.sent.append(command)
 
-    def _log_transition(self, before: str, after: str, command, now: float) -> None:
+    def _log_transition(self, before: str, after: str, command) -> None:
         """Once per mode change with its reason; the same change again within transition_log_period is counted and
         reported with the next one logged."""
         key = f"{before} -> {after}"
         self.transitions[key] += 1
-        last, suppressed = self._logged.get(key, (-float("inf"), 0))
-        if now - last < self._log_period:
-            self._logged[key] = (last, suppressed + 1)
-            return
-        self._logged[key] = (now, 0)
         reasons = "; ".join(dict.fromkeys(i.detail for i in command.interventions if i.limit in _ERROR_LIMITS))
-        text = f"mode {key}" + (f": {reasons}" if reasons else "") + (
-            f" ({suppressed} more in the last {now - last:.1f} s)" if suppressed else "")
-        # rclpy fixes one severity per call site, hence two calls
-        if after in ("stopping", "estop"):
-            self.get_logger().warning(text)
-        else:
-            self.get_logger().info(text)
+        self._transition_log("warning" if after in ("stopping", "estop") else "info", key,
+                             f"mode {key}" + (f": {reasons}" if reasons else ""))
 
     def _error(self, message: str, key: str = "error") -> None:
         self.last_error = message
