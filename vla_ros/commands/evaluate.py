@@ -29,7 +29,7 @@ from typing import Callable, Iterator, Sequence
 
 from vla_ros.commands.replay import (add_chain_arguments, executor_config, replay_options, run_info,
                                      sweep_settings, tune_allocator)
-from vla_ros.core.errors import VlaRosError
+from vla_ros.core.errors import VlaRosError, one_line
 from vla_ros.progress import Progress
 
 
@@ -77,8 +77,7 @@ def run_task(setup, task) -> dict:
     except VlaRosError as exc:
         return {"status": "failed", "error": str(exc), "seconds": time.perf_counter() - started}
     except Exception as exc:  # a bug or an input nobody anticipated: reported with its traceback, not fatal
-        first = (str(exc).strip().splitlines() or [""])[0]
-        return {"status": "failed", "error": f"{type(exc).__name__}: {first} (traceback.txt)",
+        return {"status": "failed", "error": f"{one_line(exc)} (traceback.txt)",
                 "traceback": traceback.format_exc(), "seconds": time.perf_counter() - started}
 
 
@@ -125,8 +124,7 @@ def ray_session(address: str | None = None, workers: int | None = None) -> Itera
                          object_store_memory=256 << 20, _temp_dir=temp)
         except Exception as exc:  # ConnectionError, RuntimeError, ValueError...: all mean "no Ray to run on"
             where = f"cannot join the Ray cluster at --address {address}" if address else "cannot start a local Ray"
-            detail = (str(exc).strip().splitlines() or [""])[0]
-            raise VlaRosError(f"{where} ({type(exc).__name__}: {detail})") from None
+            raise VlaRosError(f"{where} ({one_line(exc)})") from None
         try:
             cpus = int(ray.cluster_resources().get("CPU", 0))
             nodes = [n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")]
@@ -163,8 +161,7 @@ def run_on_ray(setup, tasks: Sequence, on_done: Callable[[object, dict], None], 
             try:
                 outcome = ray.get(ref)
             except ray.exceptions.RayError as exc:  # the worker died (crash, out of memory) or the task was lost
-                detail = (str(exc).strip().splitlines() or [""])[0]
-                outcome = {"status": "failed", "error": f"Ray: {type(exc).__name__}: {detail}"}
+                outcome = {"status": "failed", "error": f"Ray: {one_line(exc)}"}
             on_done(task, outcome)
 
 

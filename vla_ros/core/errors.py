@@ -1,6 +1,12 @@
 """User-facing errors: one line naming the file / field / topic and what was expected."""
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception in one line: its type and the first line of its message (the type alone for an empty one)."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
 class VlaRosError(Exception):
     """Base for errors caused by user input (config, URDF, bag, CLI). Reported without a traceback."""
 

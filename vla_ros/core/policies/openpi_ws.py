@@ -23,7 +23,7 @@ from websockets.frames import CloseCode
 from websockets.uri import parse_uri
 
 from vla_ros.core.config import Section
-from vla_ros.core.errors import ConfigError
+from vla_ros.core.errors import ConfigError, one_line
 from vla_ros.core.policies.errors import PolicyServerError, PolicyUnavailableError
 from vla_ros.core.policies.preprocess import LAYOUTS, RESIZE_MODES, StateColumn, camera_image, check_cameras, \
     parse_image_size, parse_state, prepare_image, state_vector
@@ -138,11 +138,6 @@ class Backoff:
             delay = min(delay * self.factor, self.max_s)
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 class OpenpiWebsocketPolicy:
     """A policy served by an openpi websocket server. Connects lazily on the first `infer` (or `connect()`),
     reconnects with exponential backoff when the connection drops, and never waits longer than
@@ -200,7 +195,7 @@ class OpenpiWebsocketPolicy:
             remaining = deadline - self.clock()
             if remaining <= 0:
                 raise PolicyUnavailableError(
-                    f"openpi server {self.url}: unreachable for {self.reconnect_budget_s:.1f} s ({_describe(error)})"
+                    f"openpi server {self.url}: unreachable for {self.reconnect_budget_s:.1f} s ({one_line(error)})"
                 )
             self.sleep(min(next(delays), remaining))
 
@@ -230,7 +225,7 @@ class OpenpiWebsocketPolicy:
             return unpack(data)
         except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
             raise PolicyServerError(
-                f"openpi server {self.url}: {what} is not openpi msgpack ({_describe(exc)})") from None
+                f"openpi server {self.url}: {what} is not openpi msgpack ({one_line(exc)})") from None
 
     def _exchange(self, payload: bytes) -> dict:
         deadline = self.clock() + self.reconnect_budget_s
@@ -250,7 +245,7 @@ class OpenpiWebsocketPolicy:
                                             f"{exc.rcvd.reason}") from None
                 remaining = deadline - self.clock()
                 if remaining <= 0:
-                    raise PolicyUnavailableError(f"openpi server {self.url}: connection lost ({_describe(exc)}) and "
+                    raise PolicyUnavailableError(f"openpi server {self.url}: connection lost ({one_line(exc)}) and "
                                                  f"not back within {self.reconnect_budget_s:.1f} s") from None
                 # The server restarted or the link dropped: reconnect and send the same observation again.
                 self.sleep(min(next(delays), remaining))

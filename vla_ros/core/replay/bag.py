@@ -19,7 +19,7 @@ from typing import Iterable, Iterator, Mapping, NamedTuple
 
 import yaml
 
-from vla_ros.core.errors import VlaRosError
+from vla_ros.core.errors import VlaRosError, one_line
 from vla_ros.core.replay.storage import jazzy_typestore, open_source
 
 STORAGES = ("sqlite3", "mcap")
@@ -101,11 +101,6 @@ def _storage_of(path: Path) -> tuple[str, dict | None]:
     return storage, metadata
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
 def _cdr_body(message: BagMessage, minimum: int = 0) -> int:
     """The endianness flag (1 little, 0 big) of a CDR payload of at least `minimum` body bytes; else
     MessageDecodeError."""
@@ -142,7 +137,7 @@ class Bag:
         try:
             self._source = open_source(self.path, metadata, reader)
         except Exception as exc:  # rosbags / sqlite / mcap raise many types for a corrupt bag; all mean "unreadable"
-            raise BagError(f"bag {self.path}: cannot open {self.storage} bag ({_one_line(exc)})") from None
+            raise BagError(f"bag {self.path}: cannot open {self.storage} bag ({one_line(exc)})") from None
         self.reader = self._source.kind  # "direct" or "rosbags" (see vla_ros.core.replay.storage)
         self._typestore = self._source.typestore
         self._connections: dict[str, list[int]] = {}
@@ -218,7 +213,7 @@ class Bag:
                 yield BagMessage(names[index], types[index], log_time_ns, raw)
         except Exception as exc:  # a corrupt storage surfaces mid-iteration with storage-specific exception types
             where = f"after t={last_time * 1e-9:.6f} s" if last_time is not None else "at the first message"
-            raise BagError(f"bag {self.path}: corrupt {self.storage} data {where} ({_one_line(exc)})") from None
+            raise BagError(f"bag {self.path}: corrupt {self.storage} data {where} ({one_line(exc)})") from None
 
     def decode(self, message: BagMessage) -> object:
         """Deserialize one message; MessageDecodeError when its bytes are not a valid CDR `msgtype`.
@@ -234,13 +229,13 @@ class Bag:
             msgdef, typestore = self._decoder(message.msgtype)
         except Exception as exc:  # rosbags' TypesysError for a type with no definition
             raise MessageDecodeError(f"topic {message.topic}: no definition for {message.msgtype} "
-                                     f"({_one_line(exc)})") from None
+                                     f"({one_line(exc)})") from None
         deserialize = msgdef.deserialize_cdr_le if little_endian else msgdef.deserialize_cdr_be
         try:
             decoded, end = deserialize(raw[4:], 0, msgdef.cls, typestore)
         except _DECODE_ERRORS as exc:
             raise MessageDecodeError(f"topic {message.topic}: message at t={message.log_time:.6f} s does not "
-                                     f"deserialize as {message.msgtype} ({_one_line(exc)})") from None
+                                     f"deserialize as {message.msgtype} ({one_line(exc)})") from None
         if end + 4 > len(raw):
             raise MessageDecodeError(f"topic {message.topic}: message at t={message.log_time:.6f} s is truncated")
         if len(raw) - 4 - end > 3:
