@@ -244,8 +244,8 @@ def fuzz_robot(robot: RobotModel, cases: int, seed: int, config: SafetyConfig) -
 
 
 def ik_safety_timing(steps: int, seed: int, config: SafetyConfig) -> dict:
-    """Per-tick cost of DifferentialIK.step + SafetyFilter.filter + controller_trajectory on Franka for a policy-like EE delta stream: a
-    smooth 3-D Lissajous motion of the hand (up to ~0.15 m/s) with a slow yaw, a gripper toggled every 3 s, and a
+    """Per-tick cost of DifferentialIK.step + SafetyFilter.filter + controller_trajectory on Franka for a policy-like
+    EE delta stream: a smooth 3-D Lissajous motion of the hand (up to ~0.15 m/s) with a slow yaw, a gripper toggled every 3 s, and a
     chunk boundary every second where the stream jumps by a few millimetres (a new chunk that does not continue
     the previous one). The robot follows the safe command exactly. The first _WARM_UP ticks are not timed."""
     from vla_ros.core.ik import DifferentialIK, EECommand, IKConfig

@@ -358,7 +358,9 @@ def _judge(label: str, run: Run, identity: Identity, policy: Policy, robot: Robo
                 motions.append(Motion(joint, unit, q0[i], q0[i], motion, config.joint_tolerance,
                                       commanded_motion=float(np.abs(positions[:, i] - q0[i]).max()), cause=cause))
         if arm.gripper is not None:
-            motions.append(_gripper_motion("m" if limits.prismatic[arm.gripper.index] else "rad", arm, q0, targets, positions, identity, policy, config, changed, covered))
+            unit = "m" if limits.prismatic[arm.gripper.index] else "rad"
+            motions.append(_gripper_motion(unit, arm, q0, targets, positions, identity, policy, config, changed,
+                                           covered))
     return StateResult(label, len(run.targets), len(run.decoded_rows), tuple(motions))
 
 
@@ -378,9 +380,9 @@ def _cause(changed: Mapping[int, str], columns: Sequence[int]) -> str:
 
 def _ee_motions(robot, arm, q0, targets, positions, config, cause: str) -> list[Motion]:
     data = robot.new_data()
+    start = robot.fk(q0, arm.ee_frame_id, data)
 
-    def poses(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        start = robot.fk(q0, arm.ee_frame_id, data)
+    def poses(rows: np.ndarray) -> tuple[float, float]:
         linear, angular = [0.0], [0.0]
         for q in rows:
             pose = robot.fk(q, arm.ee_frame_id, data)

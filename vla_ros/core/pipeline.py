@@ -41,7 +41,8 @@ def joint_targets_from_action(space: ActionSpace, action: np.ndarray, robot: Rob
     joint_pos: the arm columns are the targets; joint_delta: added to `q_reference` (the previous target);
     joint_vel: integrated over `dt` from `q_reference`. Arm columns follow the robot config's joint order of each arm
     in `space.arms`; the gripper column (absolute in every kind) goes through the space's GripperConvention (over
-    its joint span, or the arm's GripperSpec range) to a joint value inside the gripper's range. Joints the action does not cover keep `q_reference`.
+    its joint span, or the arm's GripperSpec range) to a joint value inside the gripper's range. Joints the action
+    does not cover keep `q_reference`.
     """
     if space.is_ee:
         raise ConfigError("action space", "kind", f"{space.kind!r} is an end-effector action; it needs IK")
