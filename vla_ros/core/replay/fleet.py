@@ -17,6 +17,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from vla_ros.core.plots import pyplot, save_figure
+from vla_ros.core.replay.markdown import cell, table
 from vla_ros.core.replay.metrics import summary
 from vla_ros.core.replay.sweep import summary_row
 
@@ -101,22 +102,6 @@ def _mean(values) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def _fmt(value, digits: int = 4) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    if isinstance(value, dict):
-        return ", ".join(f"{k} {v}" for k, v in value.items()) or "none"
-    return str(value)
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(cell if isinstance(cell, str) else _fmt(cell) for cell in row) + " |"
-                    for row in rows]
-
-
 def plot_distributions(results: Sequence[TaskResult], settings: Sequence[str], path: Path) -> Path:
     """One panel per DISTRIBUTIONS figure: a histogram over bags (one setting) or a box per setting (sweep)."""
     plt = pyplot()
@@ -173,7 +158,7 @@ def render_report(run: Mapping, results: Sequence[TaskResult], summary_: Mapping
              f"- Ray: {run['ray']}; wall time {run['wall_s']:.1f} s", ""]
     if failed:
         lines += ["## Failed tasks", ""]
-        lines += _table(("bag", "setting", "error"), [(f"`{r.bag}`", r.setting, (r.error or "").replace("|", "/"))
+        lines += table(("bag", "setting", "error"), [(f"`{r.bag}`", r.setting, (r.error or "").replace("|", "/"))
                                                        for r in failed]) + [""]
     if len(settings) > 1:
         lines += ["## Settings compared", "",
@@ -183,11 +168,11 @@ def render_report(run: Mapping, results: Sequence[TaskResult], summary_: Mapping
         rows = []
         for setting in settings:
             means = summary_["settings"][setting]["paired_mean"]
-            rows.append((setting, *(f"**{_fmt(means[n])}**" if best.get(n, {}).get("setting") == setting
-                                    else _fmt(means[n]) for n in COMPARED)))
-        lines += _table(("setting", *COMPARED), rows) + [""]
+            rows.append((setting, *(f"**{cell(means[n])}**" if best.get(n, {}).get("setting") == setting
+                                    else cell(means[n]) for n in COMPARED)))
+        lines += table(("setting", *COMPARED), rows) + [""]
         lines += ["Best setting per figure:", ""]
-        lines += [f"- {name}: {b['setting']} ({_fmt(b['value'])} {COMPARED[name]})" for name, b in best.items()]
+        lines += [f"- {name}: {b['setting']} ({cell(b['value'])} {COMPARED[name]})" for name, b in best.items()]
         lines.append("")
     lines += ["## Per bag", ""]
     header = ("bag", "duration [s]", "mean joint RMSE", "max joint error", "EE position RMSE [mm]",
@@ -202,9 +187,9 @@ def render_report(run: Mapping, results: Sequence[TaskResult], summary_: Mapping
             rows.append((f"`{r.bag_id}`", row["duration [s]"], row["mean joint RMSE"], row["max joint error"],
                          row["EE position RMSE [mm]"], row["EE orientation RMSE [rad]"], row["interventions by kind"],
                          row["holds by reason"], row["underflows"],
-                         f"{_fmt(row['latency p50 [ms]'], 3)} / {_fmt(row['latency p95 [ms]'], 3)}",
+                         f"{cell(row['latency p50 [ms]'], 3)} / {cell(row['latency p95 [ms]'], 3)}",
                          f"[report]({r.report})"))
-        lines += (_table(header, rows) if rows else ["No bag replayed successfully."]) + [""]
+        lines += (table(header, rows) if rows else ["No bag replayed successfully."]) + [""]
     lines += ["Joint errors: the chain's commands vs the bag's recorded controller commands (n/a without them); "
               "EE errors: worst arm; latency: observation age when its chunk arrived (capture to delivery).", ""]
     lines += ["## Distributions across bags", ""]
@@ -214,7 +199,7 @@ def render_report(run: Mapping, results: Sequence[TaskResult], summary_: Mapping
             s = summary_["settings"][setting]["distributions"][name]
             rows.append((name, setting, *(("n/a",) * 5 if s is None else
                                           (s["count"], s["mean"], s["p50"], s["p95"], s["max"]))))
-    lines += _table(("figure", "setting", "bags", "mean", "p50", "p95", "max"), rows) + [""]
+    lines += table(("figure", "setting", "bags", "mean", "p50", "p95", "max"), rows) + [""]
     for title, path in plots.items():
         lines += [f"![{title}]({os.path.relpath(path, directory)})", ""]
     lines += ["Every figure: [summary.json](summary.json); each bag's own replay report is linked in its row.", ""]

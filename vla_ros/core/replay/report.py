@@ -6,19 +6,7 @@ import os
 from pathlib import Path
 from typing import Mapping
 
-
-def _fmt(value, digits: int = 4) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    return str(value)
-
-
-def _table(header: tuple[str, ...], rows: list[tuple]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
-    return lines
+from vla_ros.core.replay.markdown import cell, table
 
 
 def render_report(metrics: Mapping, plots: Mapping[str, Path], directory: Path) -> str:
@@ -42,11 +30,11 @@ def render_report(metrics: Mapping, plots: Mapping[str, Path], directory: Path) 
         lines += [f"Compared against: {', '.join(comparison['against'])}.", ""]
         rows = [(name, metrics["joint_rmse"][name], metrics["joint_max_error"][name], comparison["samples"][name])
                 for name in metrics["joint_rmse"]]
-        lines += _table(("joint", "RMSE", "max error", "samples"), rows) + [""]
+        lines += table(("joint", "RMSE", "max error", "samples"), rows) + [""]
         if metrics["ee_error"]:
             rows = [(arm, e["position_rmse_m"] * 1e3, e["position_max_m"] * 1e3, e["orientation_rmse_rad"],
                      e["orientation_max_rad"]) for arm, e in metrics["ee_error"].items()]
-            lines += _table(("arm", "EE position RMSE [mm]", "max [mm]", "orientation RMSE [rad]", "max [rad]"),
+            lines += table(("arm", "EE position RMSE [mm]", "max [mm]", "orientation RMSE [rad]", "max [rad]"),
                             rows) + [""]
         if metrics["gripper_agreement"]:
             lines += [f"- gripper open/closed agreement, arm {arm}: {g['agreement'] * 100:.1f} % of {g['samples']}"
@@ -57,7 +45,7 @@ def render_report(metrics: Mapping, plots: Mapping[str, Path], directory: Path) 
 
     lines += ["## Safety", ""]
     if metrics["interventions_total"]:
-        lines += _table(("intervention", "count"), [(k, n) for k, n in metrics["interventions"].items() if n]) + [""]
+        lines += table(("intervention", "count"), [(k, n) for k, n in metrics["interventions"].items() if n]) + [""]
     else:
         lines += ["No safety interventions.", ""]
     executor = metrics["executor"]
@@ -65,9 +53,9 @@ def render_report(metrics: Mapping, plots: Mapping[str, Path], directory: Path) 
               f"- chunks accepted {executor['accepted_chunks']}, repeated {executor['repeated_chunks']}, "
               f"rejected {executor['rejected_chunks'] or 0}, "
               f"underflows {executor['underflows']}, holds {metrics['holds'] or 'none'}",
-              f"- boundary jerk max {_fmt(executor['boundary_jerk_max'])} (ratio to in-chunk "
-              f"{_fmt(executor['boundary_jerk_ratio'])}), chunk disagreement mean {_fmt(executor['disagreement_mean'])}"
-              f" / max {_fmt(executor['disagreement_max'])}", ""]
+              f"- boundary jerk max {cell(executor['boundary_jerk_max'])} (ratio to in-chunk "
+              f"{cell(executor['boundary_jerk_ratio'])}), chunk disagreement mean {cell(executor['disagreement_mean'])}"
+              f" / max {cell(executor['disagreement_max'])}", ""]
     latency = metrics["policy_latency"]
     lines += ["## Policy latency", "", f"- {latency['inferences']} inferences, {latency['errors']} failed"]
     for key, label in (("simulated_ms", "simulated"), ("inference_wall_ms", "policy.infer wall time"),
@@ -77,7 +65,7 @@ def render_report(metrics: Mapping, plots: Mapping[str, Path], directory: Path) 
             lines.append(f"- {label}: mean {s['mean']:.1f} ms, p95 {s['p95']:.1f} ms, max {s['max']:.1f} ms")
     lines.append("")
     if metrics["skipped"]:
-        lines += ["## Skipped input", ""] + _table(("reason", "count"), sorted(metrics["skipped"].items())) + [""]
+        lines += ["## Skipped input", ""] + table(("reason", "count"), sorted(metrics["skipped"].items())) + [""]
     if plots:
         lines += ["## Plots", ""]
     for title, path in plots.items():

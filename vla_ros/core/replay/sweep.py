@@ -19,6 +19,7 @@ import numpy as np
 
 from vla_ros.core.executor import ExecutorConfig
 from vla_ros.core.replay.bag import Bag
+from vla_ros.core.replay.markdown import table
 from vla_ros.core.replay.metrics import compute_metrics
 from vla_ros.core.replay.run import ReplayOptions, run_replay
 from vla_ros.core.robot import RobotModel
@@ -84,17 +85,10 @@ def run_sweep(bag_path: Path, remaps: dict, robot: RobotModel, policy: Policy, c
     return rows
 
 
-def _cell(value) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
 def write_sweep(rows: list[dict], directory: Path, header: str) -> dict[str, Path]:
     """sweep.md (table), sweep.csv and sweep.json into `directory`."""
     directory = Path(directory)
-    lines = ["# Executor sweep", "", header, "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_cell(row[c]) for c in COLUMNS) + " |" for row in rows]
+    lines = ["# Executor sweep", "", header, ""] + table(COLUMNS, [[row[c] for c in COLUMNS] for row in rows])
     lines += ["", "Mean joint RMSE / max joint error: chain command vs the bag's recorded commands (rad or m; n/a "
                   "when the bag has none). Underflows: episodes where the executor ran out of actions.", ""]
     paths = {"markdown": directory / "sweep.md", "csv": directory / "sweep.csv", "json": directory / "sweep.json"}
