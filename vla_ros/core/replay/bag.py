@@ -23,7 +23,7 @@ from vla_ros.core.errors import VlaRosError, one_line
 from vla_ros.core.replay.storage import jazzy_typestore, open_source
 
 STORAGES = ("sqlite3", "mcap")
-_STORAGE_BY_SUFFIX = {".db3": "sqlite3", ".mcap": "mcap"}
+STORAGE_BY_SUFFIX = {".db3": "sqlite3", ".mcap": "mcap"}
 # What a malformed CDR payload raises inside rosbags' generated deserializers.
 _DECODE_ERRORS = (struct.error, UnicodeDecodeError, ValueError, IndexError, TypeError, OverflowError, KeyError)
 _ENCAPSULATIONS = (b"\x00\x00", b"\x00\x01")  # plain CDR, big / little endian (byte 1 is the endianness flag)
@@ -81,7 +81,7 @@ def _storage_of(path: Path) -> tuple[str, dict | None]:
     if not path.exists():
         raise BagError(f"bag {path}: no such file or directory")
     if path.is_file():
-        storage = _STORAGE_BY_SUFFIX.get(path.suffix)
+        storage = STORAGE_BY_SUFFIX.get(path.suffix)
         if storage is None:
             raise BagError(f"bag {path}: unknown storage file type {path.suffix!r}; expected a rosbag2 directory, "
                            f"or a .db3 (sqlite3) or .mcap file")

@@ -19,12 +19,11 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from vla_ros.core.executor import ExecutorConfig
-from vla_ros.core.replay.bag import BagError
+from vla_ros.core.replay.bag import STORAGE_BY_SUFFIX, BagError
 from vla_ros.core.replay.fleet import TaskResult
 from vla_ros.core.replay.run import ReplayOptions
 from vla_ros.core.replay.sweep import describe
 
-_STORAGE_SUFFIXES = (".db3", ".mcap")
 RESULT = "result.json"
 
 
@@ -60,7 +59,7 @@ class EvaluationTask:
 
 def _is_bag(path: Path) -> bool:
     return (path.is_dir() and (path / "metadata.yaml").is_file()) or \
-        (path.is_file() and path.suffix in _STORAGE_SUFFIXES)
+        (path.is_file() and path.suffix in STORAGE_BY_SUFFIX)
 
 
 def find_bags(paths: Sequence[str | Path]) -> list[tuple[Path, str]]:
@@ -86,7 +85,7 @@ def find_bags(paths: Sequence[str | Path]) -> list[tuple[Path, str]]:
                 found.append((root_path, str(root_path.relative_to(given.parent))))
                 continue
             found += [(root_path / f, str((root_path / f).relative_to(given.parent)))
-                      for f in sorted(files) if Path(f).suffix in _STORAGE_SUFFIXES]
+                      for f in sorted(files) if Path(f).suffix in STORAGE_BY_SUFFIX]
         if len(found) == before:
             raise BagError(f"bag directory {given}: no rosbag2 bag in it (looked for directories with a metadata.yaml "
                            f"and .db3 / .mcap files)")
@@ -117,7 +116,8 @@ def settings_of(configs: Iterable[ExecutorConfig]) -> list[tuple[str, str, Execu
         if config in seen:
             continue
         seen.add(config)
-        out.append((describe(config), slug(describe(config).replace(" ", "-").replace(":", "-")), config))
+        description = describe(config)
+        out.append((description, slug(description.replace(" ", "-").replace(":", "-")), config))
     return out
 
 
@@ -127,7 +127,12 @@ def _file_digest(path: str | None) -> str | None:
 
 def _bag_state(bag: Path) -> list:
     files = sorted(bag.iterdir()) if bag.is_dir() else [bag]
-    return [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()]
+    state = []
+    for f in files:
+        if f.is_file():
+            stat = f.stat()
+            state.append((f.name, stat.st_size, stat.st_mtime_ns))
+    return state
 
 
 def plan(setup: EvaluationSetup, bags: Sequence[tuple[Path, str]],
