@@ -153,7 +153,7 @@ class ControlPipeline:
         self.ik = DifferentialIK(robot, ik_config) if self.space.is_ee else None
         self.safety = SafetyFilter(robot, safety_config, keep_trajectory)  # keep_trajectory: for a JTC's messages
         self._arm_names = tuple(arm.name for arm in robot.arms)
-        self._grippers = {arm.name: arm.gripper for arm in robot.arms}
+        self._grippers = robot.grippers
         self._index = {name: i for i, name in enumerate(robot.joint_names)}
         self.joint_state_timeout, self.ik_reanchor_after = joint_state_timeout, ik_reanchor_after
         self._received = np.full(robot.nq, -np.inf)  # when each joint was last measured

@@ -402,6 +402,11 @@ class RobotModel:
         raise KeyError(f"robot {self.name}: no arm named {name!r} (arms: {', '.join(a.name for a in self.arms)})")
 
     @property
+    def grippers(self) -> dict[str, GripperSpec | None]:
+        """Arm name -> its gripper (None for an arm without one), what EE action decoding maps gripper columns onto."""
+        return {arm.name: arm.gripper for arm in self.arms}
+
+    @property
     def trajectory_controlled(self) -> bool:
         """A controller of this robot takes a joint_trajectory: its safety filter keeps the trajectory it is sent
         (SafetyFilter keep_trajectory), as safety_node runs it."""

@@ -94,7 +94,7 @@ class PolicyNode(Node):
         self.image_timeout = params.value(self, "image_timeout")
         self.instruction = params.value(self, "instruction")
         self.arm_names = [a.name for a in self.robot.arms]
-        self.grippers = {a.name: a.gripper for a in self.robot.arms}
+        self.grippers = self.robot.grippers
 
         self.states = JointStateInput(self, self.robot)
         if params.value(self, "contract_check"):
@@ -342,8 +342,7 @@ def predicted_ee_paths(robot, space, actions: np.ndarray, q: np.ndarray, dt: flo
                 paths[name].append(robot.fk(reference, robot.arm(name).ee_frame_id).translation)
         return {name: np.array(p) for name, p in paths.items()}
     poses = {name: robot.fk(q, robot.arm(name).ee_frame_id) for name in space.arms}
-    grippers = {arm.name: arm.gripper for arm in robot.arms}
-    paths = {name: [] for name in space.arms}
+    grippers, paths = robot.grippers, {name: [] for name in space.arms}
     for action in actions:
         for name, cmd in ee_commands_from_action(space, action, arms, grippers).items():
             poses[name] = cmd.applied_to(poses[name])
