@@ -2,8 +2,9 @@
 
 The safety filter's commands for a target that jumps between home and home + 1 rad on joints 1 and 4 (every 0.5 s)
 go to a model of ros2_control's JTC (core.sim.trajectory_controller: spline interpolation, a new message replaces
-the old one), sampled every millisecond, under call schedules the safety node really sees: regular 50 Hz, its hold
-timer (1.5 periods), 30 % jitter, a 0.3 s gap and a 0.2 s stall. Each is run twice: with what the safety node sends
+the old one), sampled every millisecond, under call schedules the safety node really sees: regular 50 Hz, calls
+1.5 periods apart ("hold timer": where the audit found its hold timer; it now fires after the controller delay, 2
+periods), 30 % jitter, a 0.3 s gap and a 0.2 s stall. Each is run twice: with what the safety node sends
 (core.safety.controller_trajectory: the filter's own trajectory, controller_delay late, then its stop) and, as the
 peer, with the design it replaced (each command as a one-point trajectory reached one control period after
 receipt). Reported per robot and schedule: the largest executed joint velocity and acceleration and EE linear speed,
