@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from vla_ros.core.demo_recording import Recording
 from vla_ros.core.demo_report import SUMMARY_KEYS
 
 
@@ -32,4 +33,10 @@ def test_demo_reaches_the_target_without_violations(robot, tmp_path, ros_domain_
     assert isinstance(summary["interventions"], dict)
     for name in ("joints.png", "frame_0.png", "frame_1.png"):
         assert (tmp_path / "out" / name).stat().st_size > 10_000
+    # sim_node and demo_recorder ran as their own processes and stopped cleanly; the recorder's file is complete
+    assert summary["graph"]["sim_node"]["exit_code"] == 0
+    recording = Recording.load(tmp_path / "out" / "recording.npz")
+    assert len(recording.command_times) == summary["commands"] and len(recording.snapshots) >= 2
+    assert not (tmp_path / "out" / "frame_2.png").exists()  # --frames 2, taken while the arm moved
+    assert {"safety_hold_ticks", "safety_idle_ticks"} <= set(summary)
     assert "target REACHED" in done.stdout

@@ -2,8 +2,10 @@
 
 sim_node (MuJoCo cameras + a joint tracker, obeying the robot's real controller topics) -> policy_node (the
 colour-target servo baseline, a classical controller, not a VLA) -> action-chunk executor -> ik_node ->
-safety_node -> controller topics -> sim_node, in one process over real rclpy / Fast DDS on loopback. Prints a
-summary and writes a joints plot, camera frames with the predicted chunk drawn on them, and summary.json.
+safety_node -> controller topics -> sim_node, over real rclpy / Fast DDS on loopback. The control nodes share one
+process (bringup's one-process graph); sim_node and demo_recorder are their own processes, as a robot's driver and
+a rosbag recorder are (ros/node_process.py says why). Prints a summary and writes a joints plot, camera frames with
+the predicted chunk drawn on them, the recording (recording.npz) and summary.json.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_ros.core.errors import ConfigError
+from vla_ros.core.errors import ConfigError, VlaRosError
 
 REACH_THRESHOLD = 0.02  # m: the task check, EE within 2 cm of the target's centre
 
@@ -59,6 +61,15 @@ def _baseline(robot):
     return make_policy(config, robot, source=path)
 
 
+def _sim_target(robot, seed: int):
+    """(the target's centre, the arm to reach it with) as the sim places it for `seed`; the sim is then given the
+    point itself, so both processes agree on it by construction."""
+    from vla_ros.core.sim.scene import SimScene
+
+    with SimScene(robot, seed=seed, cameras=[]) as scene:
+        return scene.target_position(), robot.arm(scene.target_arm)
+
+
 def main(args: argparse.Namespace) -> int:
     if not args.duration > 0:
         raise ConfigError("--duration", "", f"expected a positive number of seconds, got {args.duration}")
@@ -73,86 +84,99 @@ def main(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from vla_ros.core import demo_report
+    from vla_ros.core.demo_recording import Recording
     from vla_ros.core.safety.independent_check import LimitChecker
     from vla_ros.core.robot import load_robot
     from vla_ros.ros import params
+    from vla_ros.ros.base import now_sec
     from vla_ros.ros.bringup import start_graph, summary
     from vla_ros.ros.controllers import make_adapters
-    from vla_ros.ros.recorder import DemoRecorder
+    from vla_ros.ros.node_process import NodeProcess
 
     robot = load_robot(args.robot)
     out = args.out or Path("out") / f"demo-{robot.name}"
     out.mkdir(parents=True, exist_ok=True)
     override = _controller_override(robot)
+    adapters = make_adapters(robot, override)
     policy = _baseline(robot)
-    graph = start_graph(args.robot, "baseline", sim=True, controller_interface=override, policy_object=policy,
-                        overrides={"seed": args.seed}, niceness=args.niceness)
-    recorder = DemoRecorder(robot, make_adapters(robot, override), params.value(graph.policy, "markers_topic"),
-                            snapshot_period=args.duration / (args.frames + 1), context=graph.context)
-    graph.add_node(recorder)
-    target = graph.sim.scene.target_position()
-    arm = robot.arm(graph.sim.scene.target_arm)
-    data = robot.new_data()
-    print(f"demo: {robot.name} reaching for the red target at {np.round(target, 3).tolist()} for {args.duration:g} s")
-    started = time.monotonic()
-    distances = []
-    try:
-        while (elapsed := time.monotonic() - started) < args.duration:
-            time.sleep(0.25)
-            q = np.asarray(graph.sim.q)
-            distances.append(float(np.linalg.norm(robot.fk(q, arm.ee_frame_id, data).translation - target)))
-            if len(distances) % 20 == 0:
-                print(f"  t={elapsed:5.1f} s  EE {distances[-1] * 100:5.1f} cm from the target, "
-                      f"{graph.policy.chunks.stats().ticks} ticks")
-    except KeyboardInterrupt:
-        pass
-    duration = time.monotonic() - started
-    run = summary(graph, duration)
-    final_distance = graph.sim.distance_to_target()
-    adoptions = list(graph.policy.adoptions)
-    sent = list(graph.safety.sent)
-    checker_config = graph.safety.filter.config
-    graph.shutdown()
+    target, arm = _sim_target(robot, args.seed)
+    recording_path = out / "recording.npz"
+    recording_path.unlink(missing_ok=True)
+    params.use_fastdds_profile()
+    if note := params.raise_priority(args.niceness):  # before the children start: they inherit the priority
+        print(note)
+    common = {"robot": args.robot, "controller_interface_override": override}
+    sim = NodeProcess("vla_ros.ros.sim_node", {**common, "target_xyz": target.tolist()}, params.nodes_params_file())
+    recorder = NodeProcess("vla_ros.ros.recorder", {**common, "recording": str(recording_path.resolve()),
+                                                    "snapshot_period": args.duration / (args.frames + 1)})
+    with sim, recorder:
+        # policy_node's start-up check waits for the sim's first joint states (its import and MuJoCo scene take a
+        # few seconds), so the graph starts on a measured state, as on a robot
+        graph = start_graph(args.robot, "baseline", controller_interface=override, policy_object=policy,
+                            overrides={"contract_check_wait": 60.0})
+        try:
+            sim.wait_until(lambda: graph.policy.states.fresh(now_sec(graph.policy), 1.0), 10.0, "joint states")
+            # the recorder hears every command once it is matched on the arm controller's topic (beside the sim)
+            recorder.wait_until(lambda: graph.safety.count_subscribers(adapters[0].topic) >= 2, 60.0,
+                                f"subscription to {adapters[0].topic}")
+            print(f"demo: {robot.name} reaching for the red target at {np.round(target, 3).tolist()} "
+                  f"for {args.duration:g} s (sim_node pid {sim.process.pid}, demo_recorder pid {recorder.process.pid})")
+            distances, started, duration = _drive(args.duration, graph, [sim, recorder], robot, arm, target)
+            run = summary(graph, duration)
+            adoptions = list(graph.policy.adoptions)
+            sent = list(graph.safety.sent)
+            checker_config = graph.safety.filter.config
+        finally:
+            graph.shutdown()
+        recorder_code = recorder.stop()
+        run["sim_node"] = {"pid": sim.process.pid, "exit_code": sim.stop()}
+    if recorder_code != 0 or not recording_path.is_file():
+        raise VlaRosError(f"demo_recorder exited with code {recorder_code} without writing {recording_path}")
+    recording = Recording.load(recording_path)
+    final_distance = distances[-1]
 
     checker = LimitChecker(robot, checker_config)
     violations = sum(len(checker.check(command)) for command in sent)
-    command_times, command_q = recorder.command_log()
+    command_times, command_q = recording.command_times, recording.command_q
     latencies = demo_report.camera_to_command_latencies(adoptions, command_times)
     start = command_times[0] if len(command_times) else 0.0
     outputs = []
-    if len(command_times) and recorder.measured:
-        mt, mq = zip(*recorder.measured)
+    if len(command_times) and len(recording.measured_times):
         outputs.append(demo_report.plot_commanded_vs_measured(out / "joints.png", robot, (command_times, command_q),
-                                                              (np.array(mt), np.array(mq)), start))
-    outputs += _save_frames(out, robot, recorder, target, demo_report)
+                                                              (recording.measured_times, recording.measured_q), start))
+    # the recorder ran from before the graph's start-up to after it stopped: the frames of the run itself
+    snapshots = [s for s in recording.snapshots if s.stamp >= started][:args.frames]
+    outputs += _save_frames(out, robot, recording, snapshots, target, demo_report)
     result = {
         "robot": robot.name,
         "policy": policy.metadata.name,
         "duration_s": round(duration, 2),
         "ticks": run["policy_node"]["executor"]["ticks"],
         "commands": len(command_times),
-        "command_rate_hz": recorder.arm_commands / duration,
-        "controller_topics": [a.topic for a in make_adapters(robot, override)],
+        "command_rate_hz": recording.arm_commands / duration,
+        "controller_topics": [a.topic for a in adapters],
         "controller_interface_override": override or None,
         "latency_p50_ms": demo_report.percentile_ms(latencies, 50),
         "latency_p99_ms": demo_report.percentile_ms(latencies, 99),
         "latency_chunks": len(latencies),
         "interventions": run["safety_node"]["interventions"],
         "cpu_load": bool(args.cpu_load),
-        # Hold commands: the safety node's timer found no target for a controller delay (late targets).
+        # Hold commands: the safety node's timer found no target for a controller delay (late targets); idle ticks:
+        # its timer before the first target (anchoring while the policy starts up).
         "safety_hold_ticks": run["safety_node"]["hold_ticks"],
+        "safety_idle_ticks": run["safety_node"]["idle_ticks"],
         "safety_mode_changes": run["safety_node"]["mode_changes"],
         "checked_commands": len(sent),
         "violations": violations,
         "target": np.round(target, 4).tolist(),
         "final_distance_m": round(final_distance, 4),
-        "min_distance_m": round(min(distances + [final_distance]), 4),
+        "min_distance_m": round(min(distances), 4),
         "reach_threshold_m": REACH_THRESHOLD,
         "target_reached": bool(final_distance <= REACH_THRESHOLD),
         "graph": run,
     }
     summary_path = out / "summary.json"
-    result["outputs"] = [str(p) for p in [*outputs, summary_path]]
+    result["outputs"] = [str(p) for p in [*outputs, recording_path, summary_path]]
     text = json.dumps(result, indent=2, default=str) + "\n"
     summary_path.write_text(text)
     if args.summary:
@@ -162,14 +186,44 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if result["target_reached"] and violations == 0 else 1
 
 
-def _save_frames(out: Path, robot, recorder, target, demo_report) -> list[Path]:
+def _drive(duration: float, graph, children, robot, arm, target) -> tuple[list[float], float, float]:
+    """Let the graph run for `duration` s (or until Ctrl-C) while the children run: (EE distances to the target from
+    the measured joint state every 0.25 s, the last at the end; when it started, ROS time; the time it ran)."""
+    from vla_ros.ros.base import now_sec
+
+    data = robot.new_data()
+
+    def distance() -> float:
+        q = graph.policy.states.cache.positions
+        return float(np.linalg.norm(robot.fk(q, arm.ee_frame_id, data).translation - target))
+
+    started, started_ros = time.monotonic(), now_sec(graph.policy)
+    distances = []
+    try:
+        while (elapsed := time.monotonic() - started) < duration:
+            time.sleep(0.25)
+            for child in children:
+                child.check_running()
+            distances.append(distance())
+            if len(distances) % 20 == 0:
+                print(f"  t={elapsed:5.1f} s  EE {distances[-1] * 100:5.1f} cm from the target, "
+                      f"{graph.policy.chunks.stats().ticks} ticks")
+    except KeyboardInterrupt:
+        pass
+    distances.append(distance())
+    return distances, started_ros, time.monotonic() - started
+
+
+def _save_frames(out: Path, robot, recording, snapshots, target, demo_report) -> list[Path]:
     import cv2
 
     paths = []
-    measured = recorder.measured
-    for k, (stamp, pixels, chunk_paths) in enumerate(recorder.snapshots):
-        q = min(measured, key=lambda m: abs(m[0] - stamp))[1] if measured else robot.home
-        image = demo_report.draw_chunk_on_frame(pixels, robot, recorder.camera, q, chunk_paths, target)
+    for k, snapshot in enumerate(snapshots):
+        if len(recording.measured_times):
+            q = recording.measured_q[int(np.argmin(np.abs(recording.measured_times - snapshot.stamp)))]
+        else:
+            q = robot.home
+        image = demo_report.draw_chunk_on_frame(snapshot.pixels, robot, robot.cameras[0], q, snapshot.paths, target)
         path = out / f"frame_{k}.png"
         cv2.imwrite(str(path), image[..., ::-1])
         paths.append(path)

@@ -30,6 +30,10 @@ def run_single_node(node_class, argv: list[str]) -> int:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        if rclpy.ok():
+            raise
+        # SIGINT / SIGTERM shut the context down under a running callback (its publish failed): a normal stop
     finally:
         executor.shutdown()
         node.destroy_node()

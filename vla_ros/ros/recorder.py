@@ -1,34 +1,47 @@
 """demo_recorder: listens to a running graph from the outside, as a user's rosbag would, for the demo's summary.
 
 Records what reached the robot's controller topics (through the same controller adapters the sim obeys), the
-measured joint state, the primary camera and the policy's predicted chunk (markers), all on this node's clock.
+measured joint state, the primary camera and the policy's predicted chunk (markers), all on this node's clock, and
+writes it to `recording` (core.demo_recording) when the node is destroyed. It runs as its own process (`vla-ros demo`
+starts it with ros/node_process.py): in the control graph's process its ~260 callbacks a second (joint states,
+commands, markers, 640x480 frames) delayed the control nodes' targets past the safety node's hold timer.
 A gripper action's goals are service requests that only its client and server see (as for a rosbag in Jazzy), so
 the joints of action controllers (the franka gripper) have no commanded values here (NaN).
 """
 
 from __future__ import annotations
 
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 from visualization_msgs.msg import Marker, MarkerArray
 
-from vla_ros.core.robot import RobotModel
-from vla_ros.ros import qos
+from vla_ros.core.demo_recording import Recording, Snapshot
+from vla_ros.ros import params, qos
 from vla_ros.ros.base import JointStateInput, now_sec
-from vla_ros.ros.controllers import ControllerAdapter, ControllerInput
+from vla_ros.ros.controllers import ControllerInput, make_adapters
+from vla_ros.ros.entry import run_single_node
 from vla_ros.ros.messages import image_from_msg
 
 CHUNK_NAMESPACE = "vla_ros/chunk/"
+PARAMETERS = {
+    "markers_topic": "/vla_ros/chunk_markers",
+    "snapshot_period": 4.0,  # s between saved camera frames
+    "recording": "",  # the .npz written at the end; empty: nothing written
+}
 
 
 class DemoRecorder(Node):
-    def __init__(self, robot: RobotModel, adapters: list[ControllerAdapter], markers_topic: str, snapshot_period: float,
-                 **node_kwargs):
+    def __init__(self, **node_kwargs):
         super().__init__("demo_recorder", **node_kwargs)
-        self.robot = robot
+        params.declare(self, PARAMETERS)
+        self.robot = robot = params.robot_from_params(self)
+        adapters = make_adapters(robot, params.value(self, "controller_interface_override"))
+        self.recording = params.value(self, "recording")
         self.states = JointStateInput(self, robot)
         self._lock = threading.Lock()
         self._q_command = np.full(robot.nq, np.nan)
@@ -37,7 +50,7 @@ class DemoRecorder(Node):
             self._q_command[adapter.index] = robot.home[adapter.index]
         self.commands: list[tuple[float, np.ndarray]] = []  # (receipt time, full commanded q)
         self.measured: list[tuple[float, np.ndarray]] = []
-        self.snapshots: list[tuple[float, np.ndarray, dict[str, np.ndarray]]] = []  # (stamp, rgb, chunk paths)
+        self.snapshots: list[Snapshot] = []
         self._paths: dict[str, np.ndarray] = {}
         self._frame: tuple[float, np.ndarray] | None = None
         self.arm_commands = 0  # messages on the first controller topic (the arm's)
@@ -46,9 +59,9 @@ class DemoRecorder(Node):
         camera = robot.cameras[0]
         self.camera = camera
         self.create_subscription(Image, camera.topic, self._on_image, qos.SENSOR)
-        self.create_subscription(MarkerArray, markers_topic, self._on_markers, 1)
+        self.create_subscription(MarkerArray, params.value(self, "markers_topic"), self._on_markers, 1)
         self.create_timer(1.0 / robot.control_rate_hz, self._sample_measured)
-        self.create_timer(snapshot_period, self._snapshot)
+        self.create_timer(params.value(self, "snapshot_period"), self._snapshot)
 
     def _on_command(self, source: ControllerInput, msg, now: float) -> None:
         targets = source.setpoints(now)
@@ -73,11 +86,25 @@ class DemoRecorder(Node):
     def _snapshot(self) -> None:
         if self._frame is not None:
             stamp, pixels = self._frame
-            self.snapshots.append((stamp, pixels, dict(self._paths)))
+            self.snapshots.append(Snapshot(stamp, pixels, dict(self._paths)))
 
-    def command_log(self) -> tuple[np.ndarray, np.ndarray]:
+    def result(self) -> Recording:
         with self._lock:
-            if not self.commands:
-                return np.zeros(0), np.zeros((0, self.robot.nq))
-            times, qs = zip(*self.commands)
-        return np.array(times), np.array(qs)
+            commands = list(self.commands)
+        times, qs = (np.array(x) for x in zip(*commands)) if commands else (np.zeros(0), np.zeros((0, self.robot.nq)))
+        measured = list(self.measured)
+        mt, mq = (np.array(x) for x in zip(*measured)) if measured else (np.zeros(0), np.zeros((0, self.robot.nq)))
+        return Recording(times, qs, mt, mq, self.arm_commands, list(self.snapshots))
+
+    def destroy_node(self):
+        if self.recording:
+            self.result().save(Path(self.recording))
+        return super().destroy_node()
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_single_node(DemoRecorder, sys.argv if argv is None else argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

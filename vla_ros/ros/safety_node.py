@@ -39,6 +39,7 @@ PARAMETERS = {
     "gripper_max_effort": 20.0,  # N, gripper_command_action goals
     "diagnostics_period": 1.0,
     "transition_log_period": 2.0,  # s: the same mode change is logged at most once per this period (others counted)
+    "startup_grace": 5.0,  # s after start: until the first anchor, "not anchored" is logged as info, not an error
 }
 _ERROR_LIMITS = ("input", "estop", "state_stale", "command_stale", "time", "not_ready", "reset")
 
@@ -68,7 +69,9 @@ class SafetyNode(Node):
         self._sent_timeline = None  # timeline time of the last command published (a repeat is not re-sent)
         self.state = "not_ready"  # SafeCommand.state of the last command
         self.mode = "not_ready"  # the filter's mode after the last call
-        self.counts = {"commands": 0, "targets": 0, "stale_targets": 0, "hold_ticks": 0}
+        # hold_ticks: timer calls once targets had been arriving (late targets); idle_ticks: timer calls before the
+        # first target (anchoring and holding while the policy starts up)
+        self.counts = {"commands": 0, "targets": 0, "stale_targets": 0, "hold_ticks": 0, "idle_ticks": 0}
         self.states_seen: Counter[str] = Counter()  # commands by SafeCommand.state
         self.transitions: Counter[str] = Counter()  # mode changes, "from -> to"
         self._transition_log = RateLimitedLog(self, params.value(self, "transition_log_period"))
@@ -76,6 +79,7 @@ class SafetyNode(Node):
         self.sent: deque = deque(maxlen=int(60 * self.robot.control_rate_hz))
         self.last_error = ""
         self._log = RateLimitedLog(self)
+        self._grace_until = now_sec(self) + params.value(self, "startup_grace")
         # Restarted by every call, so it fires only once targets are late by the controller delay: until then the
         # controller still executes the last command's trajectory, and a target with ordinary jitter (or a loaded
         # machine's) is never preceded by a hold command. While holding, it ticks the filter at that period (its
@@ -101,14 +105,17 @@ class SafetyNode(Node):
     def _watchdog(self) -> None:
         now = now_sec(self)
         if now - self._last_call >= self.filter.controller_delay * 0.999:  # targets stopped: hold, then stop the arm
-            self.counts["hold_ticks"] += 1
+            self.counts["hold_ticks" if self.counts["targets"] else "idle_ticks"] += 1
             self._send(self.filter.tick(now), now)
 
     def _send(self, command, now: float) -> None:
         self._last_call = now
         self._watchdog_timer.reset()
         for intervention in command.interventions:
-            if intervention.limit in _ERROR_LIMITS:
+            if intervention.limit == "not_ready" and self.mode == "not_ready" and now < self._grace_until:
+                # the drivers' joint states are still coming up: normal at start, an error only if it lasts
+                self._log("info", "not_ready", intervention.detail)
+            elif intervention.limit in _ERROR_LIMITS:
                 self._error(intervention.detail, intervention.limit)
         self.states_seen[command.state] += 1
         self.state = command.state

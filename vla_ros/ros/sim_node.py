@@ -100,9 +100,14 @@ class SimNode(Node):
         while not self._stop.wait(max(0.0, next_frame - time.monotonic())):
             next_frame += self._camera_period
             self.scene.set_joint_positions(self.q)
-            for publisher, camera in self.camera_publishers:
-                pixels = self.scene.render(camera.name)
-                publisher.publish(fill_image(Image(), "rgb8", pixels, now_sec(self), f"{camera.name}_optical_frame"))
+            try:
+                for publisher, camera in self.camera_publishers:
+                    pixels = self.scene.render(camera.name)
+                    publisher.publish(fill_image(Image(), "rgb8", pixels, now_sec(self), f"{camera.name}_optical_frame"))
+            except Exception:
+                if self.context.ok():
+                    raise
+                break  # Ctrl-C / SIGTERM shut the context down before destroy_node stopped this thread
         self.scene.close()  # GL contexts are released by the thread that made them
 
     def distance_to_target(self) -> float:

@@ -1,0 +1,61 @@
+"""NodeProcess: a node as its own process (the demo's sim and recorder) starts on this process's ROS domain, stops
+cleanly on SIGINT, and a child that fails is reported in one line naming it."""
+
+import time
+
+import numpy as np
+import pytest
+
+from vla_ros.core.demo_recording import Recording
+from vla_ros.core.errors import VlaRosError
+from vla_ros.ros.node_process import NodeProcess
+
+
+def test_child_joins_the_domain_and_stops_cleanly_on_sigint(ros_context, ros_domain_id, monkeypatch, tmp_path):
+    from rclpy.node import Node
+
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(ros_domain_id))  # the child inherits this process's environment
+    observer = Node("node_process_observer", context=ros_context)
+    path = tmp_path / "recording.npz"
+    try:
+        with NodeProcess("vla_ros.ros.recorder", {"robot": "widowx", "recording": str(path)}) as child:
+            child.wait_until(lambda: "demo_recorder" in observer.get_node_names(), 60.0, "node on the graph")
+            with pytest.raises(VlaRosError, match=r"^recorder \(pid \d+\): no answer within 0.2 s$"):
+                child.wait_until(lambda: False, 0.2, "answer")
+            assert child.stop() == 0  # SIGINT: rclpy's clean shutdown, and the recorder writes its file
+            assert child.stop() == 0  # stopping again is harmless
+    finally:
+        observer.destroy_node()
+    recording = Recording.load(path)
+    assert recording.command_q.shape == (0, 7) and recording.arm_commands == 0
+
+
+def test_a_child_that_exits_is_reported_in_one_line(tmp_path):
+    with NodeProcess("vla_ros.ros.recorder", {"robot": str(tmp_path / "missing.yaml")}) as child:
+        with pytest.raises(VlaRosError, match=r"^recorder \(pid \d+\) exited with code 2; its log is above$"):
+            child.wait_until(lambda: False, 60.0, "answer")
+
+
+def test_parameters_reach_the_child_as_yaml_values():
+    child = NodeProcess("vla_ros.ros.sim_node", {"robot": "ur5", "target_xyz": [0.4, -0.1, 0.2], "seed": 3,
+                                                 "controller_interface_override": ""})
+    assert child.command[-8:] == ["-p", 'robot:="ur5"', "-p", "target_xyz:=[0.4, -0.1, 0.2]", "-p", "seed:=3",
+                                  "-p", 'controller_interface_override:=""']
+
+
+def test_recording_round_trip(tmp_path):
+    from vla_ros.core.demo_recording import Snapshot
+
+    pixels = np.random.default_rng(0).integers(0, 255, (4, 6, 3), dtype=np.uint8)
+    original = Recording(np.array([1.0, 2.0]), np.array([[0.1, np.nan], [0.2, np.nan]]), np.array([1.5]),
+                         np.array([[0.3, 0.4]]), 2,
+                         [Snapshot(1.25, pixels, {"left": np.ones((3, 3)), "right_arm": np.zeros((2, 3))}),
+                          Snapshot(2.5, pixels, {})])
+    original.save(tmp_path / "r.npz")
+    loaded = Recording.load(tmp_path / "r.npz")
+    np.testing.assert_array_equal(loaded.command_q, original.command_q)
+    np.testing.assert_array_equal(loaded.measured_q, original.measured_q)
+    assert loaded.arm_commands == 2 and [s.stamp for s in loaded.snapshots] == [1.25, 2.5]
+    np.testing.assert_array_equal(loaded.snapshots[0].pixels, pixels)
+    assert set(loaded.snapshots[0].paths) == {"left", "right_arm"} and loaded.snapshots[1].paths == {}
+    assert not list(tmp_path.glob("*.partial"))

@@ -1,0 +1,81 @@
+"""A node run as its own process beside a one-process graph: the demo's simulated robot and its recorder.
+
+On a robot the driver (ros2_control, the interbotix SDK) and a rosbag recorder are processes of their own, and so
+should the simulated robot and the demo's recorder be. In the graph's process the sim's joint tracker, 100 Hz
+joint_states and camera thread held more than a third of the GIL and the recorder another tenth (py-spy --gil,
+`vla-ros demo`), so the control nodes' callbacks waited for them and targets arrived late enough to fire the safety
+node's hold timer: 27 hold ticks in a quiet 20 s demo, 23-120 with every core busy. A child process has its own
+interpreter and competes only for CPU.
+
+The child is `python -m <node module> --ros-args ...` with this process's environment (the ROS wheels' .pth hook
+needs it, as do ROS_DOMAIN_ID and ROS_AUTOMATIC_DISCOVERY_RANGE), stopped with SIGINT (rclpy's clean shutdown) and
+killed by the kernel if this process dies first, so it never outlives its parent on the domain.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from vla_ros.core.errors import VlaRosError
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the parent exits (Linux; elsewhere a no-op)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class NodeProcess:
+    """`module` (e.g. vla_ros.ros.sim_node) with `parameters` (-p name:=value, values as YAML) over `params_file`."""
+
+    def __init__(self, module: str, parameters: dict, params_file: Path | None = None):
+        self.name = module.rsplit(".", 1)[-1]
+        args = ["--params-file", str(params_file)] if params_file else []
+        for name, value in parameters.items():
+            args += ["-p", f"{name}:={json.dumps(value)}"]  # JSON is YAML: strings stay strings, lists stay lists
+        self.command = [sys.executable, "-m", module, "--ros-args", *args]
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> NodeProcess:
+        self.process = subprocess.Popen(self.command, preexec_fn=_die_with_parent)  # environment inherited whole
+        return self
+
+    def check_running(self) -> None:
+        """Raise (one line) if the child has exited."""
+        code = self.process.poll()
+        if code is not None:
+            raise VlaRosError(f"{self.name} (pid {self.process.pid}) exited with code {code}; its log is above")
+
+    def wait_until(self, condition, timeout: float, what: str) -> None:
+        """Wait for `condition()` while the child runs; raise (one line) if it exits or `timeout` s pass first."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            self.check_running()
+            if time.monotonic() > deadline:
+                raise VlaRosError(f"{self.name} (pid {self.process.pid}): no {what} within {timeout:g} s")
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGINT, then SIGKILL after `timeout` s; the exit code (negative: the signal that ended it)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def __enter__(self) -> NodeProcess:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
