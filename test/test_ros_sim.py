@@ -2,6 +2,7 @@
 configured controller topics (overridden to Float64MultiArray for ALOHA here) and serving the franka gripper's
 control_msgs action; and the demo graph (colour-target baseline + sim) closing the loop with the real types."""
 
+import os
 import time
 from contextlib import contextmanager
 
@@ -52,6 +53,9 @@ def test_sim_node_publishes_driver_names_and_frames_and_obeys_commands(ros_conte
         assert (frame.encoding, frame.width, frame.height) == ("rgb8", 640, 480)
         pixels = np.frombuffer(bytes(frame.data), np.uint8)
         assert pixels.std() > 5  # a rendered scene, not a blank frame
+        # the cameras render below the node's priority (render_niceness); the node's own threads keep theirs
+        own = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, sim._renderer.native_id) == min(19, own + 10)
         target = robot.arm("left").home + np.array([0.2, 0.0, 0.0, 0.0, 0.0, 0.0])
         waist = names.index("waist")
         assert wait_for(lambda: (command.publish(Float64MultiArray(data=target.tolist())) or True)

@@ -1,5 +1,6 @@
 """`vla-ros bringup --robot R --policy P [--sim] [--duration S] [--summary OUT.json]`: the whole node graph in one
-process (policy_node, ik_node for EE policies, safety_node, optionally sim_node), one executor thread per node.
+process (policy_node, ik_node for EE policies, safety_node), one executor thread per node; with --sim a simulated
+robot (sim_node) as a second process, as a robot's driver would be.
 
 The path for pip-only installs; launch/bringup.launch.py starts the same nodes as separate processes.
 DDS stays on loopback (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST) and uses the shipped Fast DDS profile
@@ -16,7 +17,7 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--robot", required=True, help="built-in robot (franka, widowx, ur5, aloha) or a robot YAML")
     parser.add_argument("--policy", default="baseline", help="built-in policy or a policy YAML (default: baseline)")
-    parser.add_argument("--sim", action="store_true", help="also start sim_node (a simulated robot and cameras)")
+    parser.add_argument("--sim", action="store_true", help="also start sim_node (a simulated robot and cameras) as its own process")
     parser.add_argument("--duration", type=float, help="stop after this many seconds (default: run until Ctrl-C)")
     parser.add_argument("--summary", type=Path, help="write a JSON summary of the run here")
     parser.add_argument("--controller-interface", default="", choices=["", "float64_multi_array"],

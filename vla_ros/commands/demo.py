@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -107,8 +108,10 @@ def _run(args: argparse.Namespace) -> int:
         print(note)
     common = {"robot": args.robot, "controller_interface_override": override}
     sim = NodeProcess("vla_ros.ros.sim_node", {**common, "target_xyz": target.tolist()}, params.nodes_params_file())
+    # an observer, like a rosbag recorder: at normal priority, never ahead of the control path
     recorder = NodeProcess("vla_ros.ros.recorder", {**common, "recording": str(recording_path.resolve()),
-                                                    "snapshot_period": args.duration / (args.frames + 1)})
+                                                    "snapshot_period": args.duration / (args.frames + 1)},
+                           niceness=max(0, os.getpriority(os.PRIO_PROCESS, 0)))
     with sim, recorder:
         # policy_node's start-up check waits for the sim's first joint states (its import and MuJoCo scene take a
         # few seconds), so the graph starts on a measured state, as on a robot
@@ -123,7 +126,8 @@ def _run(args: argparse.Namespace) -> int:
                   f"for {args.duration:g} s (sim_node pid {sim.process.pid}, demo_recorder pid {recorder.process.pid})")
             distances, started, duration = _drive(args.duration, graph, [sim, recorder], robot, arm, target)
             run = summary(graph, duration)
-            adoptions = list(graph.policy.adoptions)
+            # chunks adopted during the run: before it the recorder may not yet have heard the commands
+            adoptions = [(tick, stamp) for tick, stamp in graph.policy.adoptions if tick >= started]
             sent = list(graph.safety.sent)
             checker_config = graph.safety.filter.config
         finally:

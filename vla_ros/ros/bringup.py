@@ -1,7 +1,7 @@
 """Start nodes: one node per process (the console scripts / launch file), or the whole graph in one process.
 
 The one-process graph (`vla-ros bringup`) is the path for pip-only installs: policy_node, ik_node (EE policies
-only), safety_node and optionally sim_node share one rclpy context, each node spun by its own executor thread
+only) and safety_node (and, for tests, sim_node) share one rclpy context, each node spun by its own executor thread
 (see `spin_each` for why that beats one MultiThreadedExecutor). Parameters come
 from config/nodes.yaml (or --params-file), with robot / policy / controller override given explicitly.
 """
@@ -20,7 +20,9 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
 from vla_ros.core.robot import load_robot
 from vla_ros.ros import params
+from vla_ros.ros.base import freeze_startup_objects, thaw_startup_objects
 from vla_ros.ros.ik_node import IKNode
+from vla_ros.ros.node_process import NodeProcess
 from vla_ros.ros.policy_node import PolicyNode
 from vla_ros.ros.safety_node import SafetyNode
 
@@ -50,6 +52,7 @@ class Graph:
         for node in self.nodes:
             node.destroy_node()
         self.context.try_shutdown()
+        thaw_startup_objects()
 
 
 def start_graph(robot: str, policy: str, sim: bool = False, controller_interface: str = "",
@@ -96,6 +99,7 @@ def start_graph(robot: str, policy: str, sim: bool = False, controller_interface
             node.destroy_node()
         context.try_shutdown()
         raise
+    freeze_startup_objects()
     return Graph(context, policy_node, ik, safety, sim_node, nodes, spin_each(nodes, context))
 
 
@@ -149,15 +153,36 @@ def summary(graph: Graph, duration: float) -> dict:
 
 def run(robot: str, policy: str, sim: bool, duration: float | None, controller_interface: str = "",
         params_file: Path | None = None, overrides: dict | None = None, niceness: int | None = None) -> dict:
-    """Run the graph for `duration` seconds (None: until Ctrl-C) and return its summary."""
-    graph = start_graph(robot, policy, sim, controller_interface, params_file, overrides, niceness=niceness)
-    started = time.monotonic()
+    """Run the graph for `duration` seconds (None: until Ctrl-C) and return its summary. With `sim`, sim_node runs
+    as its own process, as a robot's driver does (ros/node_process.py says why), and the graph starts on its first
+    joint states."""
+    params.use_fastdds_profile()
+    if niceness is not None and (note := params.raise_priority(niceness)):  # before the sim: it inherits it
+        print(note, file=sys.stderr)
+    values = dict(overrides or {})
+    simulated = None
+    if sim:
+        simulated = NodeProcess("vla_ros.ros.sim_node", {"robot": robot, "controller_interface_override":
+                                                         controller_interface}, params_file or params.nodes_params_file())
+        simulated.start()
+        values.setdefault("contract_check_wait", 60.0)  # policy_node waits for the sim's first joint states
     try:
-        while duration is None or time.monotonic() - started < duration:
-            time.sleep(0.1)
-    except KeyboardInterrupt:
-        pass
-    try:
-        return summary(graph, time.monotonic() - started)
+        graph = start_graph(robot, policy, False, controller_interface, params_file, values)
+        started = time.monotonic()
+        try:
+            while duration is None or time.monotonic() - started < duration:
+                time.sleep(0.1)
+                if simulated is not None:
+                    simulated.check_running()
+        except KeyboardInterrupt:
+            pass
+        try:
+            result = summary(graph, time.monotonic() - started)
+        finally:
+            graph.shutdown()
     finally:
-        graph.shutdown()
+        if simulated is not None:
+            code = simulated.stop()
+    if simulated is not None:
+        result["sim_node"] = {"pid": simulated.process.pid, "exit_code": code}
+    return result

@@ -12,6 +12,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
 from vla_ros.core.errors import VlaRosError
 from vla_ros.ros import params
+from vla_ros.ros.base import freeze_startup_objects, thaw_startup_objects
 
 
 def run_single_node(node_class, argv: list[str]) -> int:
@@ -26,6 +27,7 @@ def run_single_node(node_class, argv: list[str]) -> int:
         return 2
     executor = SingleThreadedExecutor()  # see bringup.spin_each for why not MultiThreadedExecutor
     executor.add_node(node)
+    freeze_startup_objects()
     try:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
@@ -38,4 +40,5 @@ def run_single_node(node_class, argv: list[str]) -> int:
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
+        thaw_startup_objects()
     return 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -27,25 +28,29 @@ from vla_ros.core.errors import VlaRosError
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the parent exits (Linux; elsewhere a no-op)."""
+def _prepare_child(niceness: int | None) -> None:
+    """In the child, before exec: SIGTERM when the parent exits (Linux; elsewhere not), and `niceness`."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if niceness is not None:
+        os.setpriority(os.PRIO_PROCESS, 0, niceness)
 
 
 class NodeProcess:
-    """`module` (e.g. vla_ros.ros.sim_node) with `parameters` (-p name:=value, values as YAML) over `params_file`."""
+    """`module` (e.g. vla_ros.ros.sim_node) with `parameters` (-p name:=value, values as YAML) over `params_file`,
+    at `niceness` (None: this process's)."""
 
-    def __init__(self, module: str, parameters: dict, params_file: Path | None = None):
+    def __init__(self, module: str, parameters: dict, params_file: Path | None = None, niceness: int | None = None):
         self.name = module.rsplit(".", 1)[-1]
         args = ["--params-file", str(params_file)] if params_file else []
         for name, value in parameters.items():
             args += ["-p", f"{name}:={json.dumps(value)}"]  # JSON is YAML: strings stay strings, lists stay lists
         self.command = [sys.executable, "-m", module, "--ros-args", *args]
+        self.niceness = niceness
         self.process: subprocess.Popen | None = None
 
     def start(self) -> NodeProcess:
-        self.process = subprocess.Popen(self.command, preexec_fn=_die_with_parent)  # environment inherited whole
+        self.process = subprocess.Popen(self.command, preexec_fn=lambda: _prepare_child(self.niceness))  # env inherited
         return self
 
     def check_running(self) -> None:

@@ -12,6 +12,7 @@ All times are the node's clock (sim time works).
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -32,6 +33,7 @@ from vla_ros.ros.messages import fill_image, fill_joint_state, source_joints
 PARAMETERS = {
     "joint_state_rate_hz": 100.0,
     "camera_rate_hz": 10.0,
+    "render_niceness": 10,  # the camera thread runs this much nicer (lower priority) than the node, see _render_loop
     "target_xyz": [0.0],  # the red target's centre in the base frame; [0.0] (no triple) = sampled from `seed`
     "seed": 0,
     "time_constant": TrackerConfig.time_constant,
@@ -96,6 +98,10 @@ class SimNode(Node):
             publisher.publish(fill_joint_state(JointState(), names, q[index], now, qd[index]))
 
     def _render_loop(self) -> None:
+        # Real cameras are hardware; simulated ones render on the CPU the control nodes need (MuJoCo's llvmpipe uses
+        # every core for ~25 ms a frame). At the sim's own priority they took the control path's CPU on a loaded
+        # 2-core machine: lowered for this thread (Linux: per thread) and the GL threads it starts.
+        os.nice(max(0, params.value(self, "render_niceness")))
         next_frame = time.monotonic()
         while not self._stop.wait(max(0.0, next_frame - time.monotonic())):
             next_frame += self._camera_period
