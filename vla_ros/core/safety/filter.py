@@ -495,9 +495,9 @@ class SafetyFilter:
             w = np.asarray(weights)
             step = [position.copy(), velocity.copy(), acceleration.copy()]
             for group in stepping:
-                for k, tau in enumerate(taus):
-                    for whole, part in zip(step, group.sample(tau)):
-                        whole[k, group.index] = part
+                samples = [group.sample(tau) for tau in taus]  # (p, v, a) per tau; one assignment per quantity
+                for quantity, whole in enumerate(step):
+                    whole[:, group.index] = [sample[quantity] for sample in samples]
             position, velocity, acceleration = (w * x + (1.0 - w) * y
                                                 for x, y in zip(step, (position, velocity, acceleration)))
         return [(start + tau, p, v, a) for tau, p, v, a in zip(taus, position, velocity, acceleration)]
