@@ -124,6 +124,11 @@ def test_a_hung_policy_never_delays_the_control_loop_and_times_out():
     try:
         started = time.monotonic()
         assert worker.request(observation(0.0))
+        # the first call is inside infer, stuck, before the control loop goes on: else on a busy machine the fresh
+        # thread started below could be the first to call infer and take the blocking behaviour
+        while not policy.calls:
+            assert time.monotonic() - started < DEADLINE
+            time.sleep(0.001)
         ticks = []
         for n in range(25):  # 0.48 s of control while the policy is stuck
             clock.now = n * 0.02
