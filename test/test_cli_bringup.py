@@ -19,7 +19,8 @@ def test_bringup_with_sim_process(tmp_path, ros_domain_id):
     sim = summary["sim_node"]
     assert sim["exit_code"] == 0
     assert not Path(f"/proc/{sim['pid']}").exists() or "zombie" in Path(f"/proc/{sim['pid']}/status").read_text()
-    # the policy started on the sim's measured state and the arm was commanded at about the control rate
+    # the policy waited for the sim and started on its measured state; the arm was commanded while it ran
+    assert "action contract holds from the measured state" in done.stderr + done.stdout
     safety = summary["safety_node"]
-    assert safety["commands"] > 150 and safety["state"] == "ok" and safety["idle_ticks"] < 10
+    assert safety["commands"] > 150 and safety["state"] == "ok"
     assert summary["policy_node"]["published"] > 150
