@@ -5,6 +5,7 @@ joint state is info during startup_grace and an error after it."""
 import time
 
 import numpy as np
+import pytest
 from sensor_msgs.msg import JointState
 
 from vla_ros.ros import params
@@ -27,12 +28,14 @@ def test_idle_then_hold_ticks_and_not_anchored_is_info_at_start(franka, ros_cont
         assert node.counts["idle_ticks"] == 1 and node.counts["hold_ticks"] == 0
         assert lines == [("info", "not_ready")]
         names = list(franka.joint_names)
-        node._on_joint_state(names, np.array(franka.home), None, node.get_clock().now().nanoseconds * 1e-9)
+        node._on_joint_state(names, np.array(franka.home), None, node.get_clock().now().nanoseconds * 1e-9,
+                             "/joint_states")
         target = fill_joint_state(JointState(), names, franka.home, node.get_clock().now().nanoseconds * 1e-9)
         node._on_target(target)
         assert node.counts["targets"] == 1 and node.counts["commands"] == 1
         time.sleep(1.2 * node.filter.controller_delay)  # the next target is late
-        node._on_joint_state(names, np.array(franka.home), None, node.get_clock().now().nanoseconds * 1e-9)
+        node._on_joint_state(names, np.array(franka.home), None, node.get_clock().now().nanoseconds * 1e-9,
+                             "/joint_states")
         node._watchdog()
         assert node.counts["hold_ticks"] == 1 and node.counts["idle_ticks"] == 1
         assert not [line for line in lines if line[0] == "error"]
@@ -45,5 +48,28 @@ def test_not_anchored_after_the_grace_is_an_error(franka, ros_context):
     try:
         node._watchdog()
         assert lines == [("error", "not_ready")] and node.counts["idle_ticks"] == 1
+    finally:
+        node.destroy_node()
+
+
+class _Logger:
+    def __init__(self):
+        self.warnings = []
+
+    def warning(self, message):
+        self.warnings.append(message)
+
+
+def test_a_joint_state_rate_too_slow_for_the_watchdog_is_reported_once(franka, ros_context):
+    node, _ = _node(franka, ros_context, grace=60.0)
+    logger = _Logger()
+    node.get_logger = lambda: logger
+    try:
+        names = list(franka.joint_names)
+        for k in range(80):  # franka_ros2's default joint_state_rate: 30 Hz
+            node._on_joint_state(names, np.array(franka.home), None, 100.0 + k / 30.0, "/joint_states")
+        assert len(logger.warnings) == 1
+        assert logger.warnings[0].startswith("/joint_states: joint states arrive every 33 ms (30 Hz)")
+        assert node.state_rate.periods == {"/joint_states": pytest.approx(1 / 30)}
     finally:
         node.destroy_node()

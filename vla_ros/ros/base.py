@@ -71,8 +71,8 @@ class JointStateInput:
 
         self.node, self.cache, self.errors = node, JointStateCache(robot), 0
         self._log = RateLimitedLog(node, error_period)
-        # called (model joint names, positions, velocities or None when the driver sent none, receipt time) for each
-        # accepted message
+        # called (model joint names, positions, velocities or None when the driver sent none, receipt time, topic) for
+        # each accepted message
         self._on_update = on_update
         self.last_error: str | None = None
         self.subscriptions = [
@@ -93,7 +93,7 @@ class JointStateInput:
             source, joints = self.cache.sources[index]
             rows = self.cache.robot.indices(joints)
             velocities = self.cache.velocities[rows] if len(msg.velocity) else None
-            self._on_update(joints, self.cache.positions[rows], velocities, now)
+            self._on_update(joints, self.cache.positions[rows], velocities, now, source.topic)
 
     def fresh(self, now: float, timeout: float) -> bool:
         return self.cache.fresh(now, timeout)

@@ -25,6 +25,7 @@ from std_srvs.srv import Trigger
 
 from vla_ros.core.errors import ConfigError
 from vla_ros.core.safety import SafetyConfig, SafetyFilter
+from vla_ros.core.safety.state_rate import StateRateCheck
 from vla_ros.ros import diagnostics, params, qos
 from vla_ros.ros.base import JointStateInput, RateLimitedLog, now_sec
 from vla_ros.ros.controllers import ControllerPort, make_adapters
@@ -59,6 +60,7 @@ class SafetyNode(Node):
             raise ConfigError("safety_node", "trajectory_start", f"expected stamp or receipt, got {start!r}")
         self.ports = [ControllerPort(self, a, qos.COMMAND, params.value(self, "gripper_max_effort"),
                                      start_on_receipt=start == "receipt") for a in adapters]
+        self.state_rate = StateRateCheck(self.filter.config.joint_state_hold_after)
         self.states = JointStateInput(self, self.robot, on_update=self._on_joint_state)
         self.topic = params.value(self, "joint_command_topic")
         self.create_subscription(JointState, self.topic, self._on_target, qos.COMMAND)
@@ -87,9 +89,11 @@ class SafetyNode(Node):
         self._watchdog_timer = self.create_timer(self.filter.controller_delay, self._watchdog)
         self.create_timer(params.value(self, "diagnostics_period"), self._publish_diagnostics)
 
-    def _on_joint_state(self, names, positions, velocities, now: float) -> None:
+    def _on_joint_state(self, names, positions, velocities, now: float, topic: str) -> None:
         for problem in self.filter.update_joint_state(names, positions, now, velocities):
             self._error(problem.detail, "joint state")
+        if warning := self.state_rate.observe(topic, now):
+            self.get_logger().warning(warning)
 
     def _on_target(self, msg: JointState) -> None:
         now = now_sec(self)
@@ -166,6 +170,8 @@ class SafetyNode(Node):
         values = {"state": self.state, "mode": self.mode, "estop": estopped, **self.counts,
                   **{f"intervention.{k}": v for k, v in self.filter.intervention_counts().items()},
                   "joint_state_errors": self.states.errors, "last_error": self.last_error,
+                  **{f"joint_state_period_ms.{topic}": round(period * 1e3, 1)
+                     for topic, period in self.state_rate.periods.items()},
                   "controllers": ", ".join(f"{p.adapter.spec.name}:{p.adapter.interface}@{p.adapter.topic}"
                                            for p in self.ports)}
         status = diagnostics.status(f"vla_ros/safety_node ({self.robot.name})", level, message, values)
