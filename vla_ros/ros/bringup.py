@@ -20,7 +20,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
 from vla_ros.core.robot import load_robot
 from vla_ros.ros import params
-from vla_ros.ros.base import freeze_startup_objects, thaw_startup_objects
+from vla_ros.ros.base import tune_process_for_control, restore_process_tuning
 from vla_ros.ros.ik_node import IKNode
 from vla_ros.ros.node_process import NodeProcess
 from vla_ros.ros.policy_node import PolicyNode
@@ -52,21 +52,19 @@ class Graph:
         for node in self.nodes:
             node.destroy_node()
         self.context.try_shutdown()
-        thaw_startup_objects()
+        restore_process_tuning()
 
 
 def start_graph(robot: str, policy: str, sim: bool = False, controller_interface: str = "",
                 params_file: Path | None = None, overrides: dict | None = None, context=None,
-                domain_id: int | None = None, policy_object=None, niceness: int | None = None) -> Graph:
+                domain_id: int | None = None, policy_object=None) -> Graph:
     """Build the graph in this process and start spinning it in a background thread of the executor.
 
     `context`: an initialised rclpy Context to use (tests); otherwise one is created on `domain_id`.
     `policy_object`: an already-built Policy (tests inject misbehaving ones); `policy` then only names it.
-    `niceness`: run the process at this priority first (params.raise_priority), e.g. -10.
+    Callers raise the process's priority first if they want it (params.raise_priority; see `run`).
     """
     params.use_fastdds_profile()
-    if niceness is not None and (note := params.raise_priority(niceness)):
-        print(note, file=sys.stderr)
     if context is None:
         context = rclpy.Context()
         args = ["--ros-args", "--params-file", str(params_file or params.nodes_params_file())]
@@ -99,7 +97,7 @@ def start_graph(robot: str, policy: str, sim: bool = False, controller_interface
             node.destroy_node()
         context.try_shutdown()
         raise
-    freeze_startup_objects()
+    tune_process_for_control()
     return Graph(context, policy_node, ik, safety, sim_node, nodes, spin_each(nodes, context))
 
 

@@ -12,7 +12,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
 from vla_ros.core.errors import VlaRosError
 from vla_ros.ros import params
-from vla_ros.ros.base import freeze_startup_objects, thaw_startup_objects
+from vla_ros.ros.base import tune_process_for_control, restore_process_tuning
 
 
 def run_single_node(node_class, argv: list[str]) -> int:
@@ -27,7 +27,7 @@ def run_single_node(node_class, argv: list[str]) -> int:
         return 2
     executor = SingleThreadedExecutor()  # see bringup.spin_each for why not MultiThreadedExecutor
     executor.add_node(node)
-    freeze_startup_objects()
+    tune_process_for_control()
     try:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
@@ -40,5 +40,5 @@ def run_single_node(node_class, argv: list[str]) -> int:
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
-        thaw_startup_objects()
+        restore_process_tuning()
     return 0
