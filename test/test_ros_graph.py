@@ -5,7 +5,6 @@ stale-joint-state hold.
 One graph per robot, several behaviours checked in sequence on it, every wait bounded."""
 
 import gc
-import sys
 import time
 
 import numpy as np
@@ -119,13 +118,13 @@ def test_chain_commands_estop_and_stale_hold(ros_context, name, joint_policy):
         io.publish_joints = True
         back = time.monotonic()
         assert wait_for(lambda: moving(io.positions(arm, back)), 5.0), "motion resumes with fresh joint_states"
-        # while the graph runs its start-up objects are out of the cyclic GC's scans (a full collection of them stops
-        # every control thread for tens of ms) and threads wait at most ~1 ms for the GIL; both undone after
-        assert gc.get_freeze_count() > 10_000 and sys.getswitchinterval() == pytest.approx(0.001)
+        # start-up objects are out of the cyclic GC's scans while the graph runs (a full collection of them stops
+        # every control thread for tens of ms), back in after shutdown
+        assert gc.get_freeze_count() > 10_000
     finally:
         io.close()
         graph.shutdown()
-    assert gc.get_freeze_count() == 0 and sys.getswitchinterval() == pytest.approx(0.005)
+    assert gc.get_freeze_count() == 0
 
 
 def test_graph_runs_on_sim_time(ros_context):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import sys
 import time
 
 from rclpy.node import Node
@@ -19,30 +18,18 @@ def now_sec(node: Node) -> float:
     return node.get_clock().now().nanoseconds * 1e-9
 
 
-_SWITCH_INTERVAL = 0.001  # s
-_saved_switch_interval: list[float] = []
-
-
-def tune_process_for_control() -> None:
-    """Once the control nodes are built, before they spin:
-    - keep everything built so far (modules, robot models, policies, nodes) out of the cyclic garbage collector's
-      scans: a full collection otherwise walks all of them with every thread stopped, 29 ms for the one-process graph
-      and 42-81 ms in the demo (measured), longer than a control period's slack (gc.freeze's documented use);
-    - let a thread woken by a message wait at most ~1 ms, not the default 5 ms, for the GIL while another thread
-      runs Python: each hop of the chain (policy tick -> ik -> safety) could wait that long. Loaded 20 s demos, 8
-      interleaved runs each: at 5 ms 2 runs had hold ticks (7 in all) and 22 targets came late, at 1 ms none held
-      and 5 came late.
-    `restore_process_tuning` undoes both at shutdown (nanobind reports instances still alive at exit otherwise)."""
+def freeze_startup_objects() -> None:
+    """Keep everything built so far (modules, robot models, policies, nodes) out of the cyclic garbage collector's
+    scans. A full collection of the graph's process otherwise walks all of them with every control thread stopped:
+    29 ms for the one-process graph, 42-81 ms in the demo (measured), longer than a control period's slack, so each
+    one delays a target past the safety node's hold timer. This is gc.freeze's documented use; `thaw_startup_objects`
+    undoes it at shutdown so they are released as usual (nanobind reports instances still alive at exit)."""
     gc.collect()
     gc.freeze()
-    _saved_switch_interval.append(sys.getswitchinterval())
-    sys.setswitchinterval(_SWITCH_INTERVAL)
 
 
-def restore_process_tuning() -> None:
+def thaw_startup_objects() -> None:
     gc.unfreeze()
-    if _saved_switch_interval:
-        sys.setswitchinterval(_saved_switch_interval.pop())
 
 
 class RateLimitedLog:

@@ -20,7 +20,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
 from vla_ros.core.robot import load_robot
 from vla_ros.ros import params
-from vla_ros.ros.base import tune_process_for_control, restore_process_tuning
+from vla_ros.ros.base import freeze_startup_objects, thaw_startup_objects
 from vla_ros.ros.ik_node import IKNode
 from vla_ros.ros.node_process import NodeProcess
 from vla_ros.ros.policy_node import PolicyNode
@@ -52,7 +52,7 @@ class Graph:
         for node in self.nodes:
             node.destroy_node()
         self.context.try_shutdown()
-        restore_process_tuning()
+        thaw_startup_objects()
 
 
 def start_graph(robot: str, policy: str, sim: bool = False, controller_interface: str = "",
@@ -97,7 +97,7 @@ def start_graph(robot: str, policy: str, sim: bool = False, controller_interface
             node.destroy_node()
         context.try_shutdown()
         raise
-    tune_process_for_control()
+    freeze_startup_objects()
     return Graph(context, policy_node, ik, safety, sim_node, nodes, spin_each(nodes, context))
 
 

@@ -12,7 +12,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
 from vla_ros.core.errors import VlaRosError
 from vla_ros.ros import params
-from vla_ros.ros.base import tune_process_for_control, restore_process_tuning
+from vla_ros.ros.base import freeze_startup_objects, thaw_startup_objects
 
 
 def run_single_node(node_class, argv: list[str]) -> int:
@@ -27,7 +27,7 @@ def run_single_node(node_class, argv: list[str]) -> int:
         return 2
     executor = SingleThreadedExecutor()  # see bringup.spin_each for why not MultiThreadedExecutor
     executor.add_node(node)
-    tune_process_for_control()
+    freeze_startup_objects()
     try:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
@@ -40,5 +40,5 @@ def run_single_node(node_class, argv: list[str]) -> int:
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
-        restore_process_tuning()
+        thaw_startup_objects()
     return 0
