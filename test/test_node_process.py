@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+import yaml
 
 from vla_ros.core.demo_recording import Recording
 from vla_ros.core.errors import VlaRosError
@@ -19,10 +20,11 @@ def test_child_joins_the_domain_and_stops_cleanly_on_sigint(ros_context, ros_dom
     path = tmp_path / "recording.npz"
     try:
         nicer = min(19, os.getpriority(os.PRIO_PROCESS, 0) + 3)
-        with NodeProcess("vla_ros.ros.recorder", {"robot": "widowx", "recording": str(path)}, niceness=nicer) as child:
+        with NodeProcess("vla_ros.ros.recorder", {"robot": "widowx", "recording": str(path)}, niceness=nicer,
+                         node_name="demo_recorder") as child:
             child.wait_until(lambda: "demo_recorder" in observer.get_node_names(), 60.0, "node on the graph")
             assert os.getpriority(os.PRIO_PROCESS, child.process.pid) == nicer
-            with pytest.raises(VlaRosError, match=r"^recorder \(pid \d+\): no answer within 0.2 s$"):
+            with pytest.raises(VlaRosError, match=r"^demo_recorder \(pid \d+\): no answer within 0.2 s$"):
                 child.wait_until(lambda: False, 0.2, "answer")
             assert child.stop() == 0  # SIGINT: rclpy's clean shutdown, and the recorder writes its file
             assert child.stop() == 0  # stopping again is harmless
@@ -33,16 +35,42 @@ def test_child_joins_the_domain_and_stops_cleanly_on_sigint(ros_context, ros_dom
 
 
 def test_a_child_that_exits_is_reported_in_one_line(tmp_path):
-    with NodeProcess("vla_ros.ros.recorder", {"robot": str(tmp_path / "missing.yaml")}) as child:
-        with pytest.raises(VlaRosError, match=r"^recorder \(pid \d+\) exited with code 2; its log is above$"):
+    with NodeProcess("vla_ros.ros.recorder", {"robot": str(tmp_path / "missing.yaml")},
+                     node_name="demo_recorder") as child:
+        with pytest.raises(VlaRosError, match=r"^demo_recorder \(pid \d+\) exited with code 2; its log is above$"):
             child.wait_until(lambda: False, 60.0, "answer")
 
 
-def test_parameters_reach_the_child_as_yaml_values():
-    child = NodeProcess("vla_ros.ros.sim_node", {"robot": "ur5", "target_xyz": [0.4, -0.1, 0.2], "seed": 3,
-                                                 "controller_interface_override": ""})
-    assert child.command[-8:] == ["-p", 'robot:="ur5"', "-p", "target_xyz:=[0.4, -0.1, 0.2]", "-p", "seed:=3",
-                                  "-p", 'controller_interface_override:=""']
+def test_parameters_win_over_the_nodes_own_section_of_the_params_file(ros_context, ros_domain_id, monkeypatch):
+    # config/nodes.yaml gives sim_node its own target_xyz ([0.0]: sampled from the seed); a `-p` override would lose
+    # to that section, so the demo's sim ignored the target (and --seed) it was given
+    from rclpy.node import Node
+    from rclpy.parameter_client import AsyncParameterClient
+    from rclpy.executors import SingleThreadedExecutor
+
+    from vla_ros.ros import params
+
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(ros_domain_id))
+    observer = Node("node_process_observer", context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(observer)
+    child = NodeProcess("vla_ros.ros.sim_node", {"robot": "ur5", "target_xyz": [0.4, -0.1, 0.2],
+                                                 "controller_interface_override": "float64_multi_array"},
+                        params.nodes_params_file())
+    assert yaml.safe_load(child.overrides.read_text())["sim_node"]["ros__parameters"]["target_xyz"] == [0.4, -0.1, 0.2]
+    try:
+        with child:
+            client = AsyncParameterClient(observer, "sim_node")
+            child.wait_until(lambda: client.services_are_ready(), 60.0, "parameter services")
+            future = client.get_parameters(["target_xyz", "robot"])
+            executor.spin_until_future_complete(future, timeout_sec=10.0)
+            values = [v.double_array_value.tolist() or v.string_value for v in future.result().values]
+            assert values == [[0.4, -0.1, 0.2], "ur5"]
+            assert child.stop() == 0
+    finally:
+        executor.shutdown()
+        observer.destroy_node()
+    assert not child.overrides.exists()
 
 
 def test_recording_round_trip(tmp_path):

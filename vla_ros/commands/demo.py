@@ -111,7 +111,7 @@ def _run(args: argparse.Namespace) -> int:
     # an observer, like a rosbag recorder: at normal priority, never ahead of the control path
     recorder = NodeProcess("vla_ros.ros.recorder", {**common, "recording": str(recording_path.resolve()),
                                                     "snapshot_period": args.duration / (args.frames + 1)},
-                           niceness=max(0, os.getpriority(os.PRIO_PROCESS, 0)))
+                           niceness=max(0, os.getpriority(os.PRIO_PROCESS, 0)), node_name="demo_recorder")
     with sim, recorder:
         # policy_node's start-up check waits for the sim's first joint states (its import and MuJoCo scene take a
         # few seconds), so the graph starts on a measured state, as on a robot

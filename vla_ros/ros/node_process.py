@@ -15,13 +15,15 @@ killed by the kernel if this process dies first, so it never outlives its parent
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+import yaml
 
 from vla_ros.core.errors import VlaRosError
 
@@ -37,15 +39,22 @@ def _prepare_child(niceness: int | None) -> None:
 
 
 class NodeProcess:
-    """`module` (e.g. vla_ros.ros.sim_node) with `parameters` (-p name:=value, values as YAML) over `params_file`,
-    at `niceness` (None: this process's)."""
+    """`module` (e.g. vla_ros.ros.sim_node), whose node is named `node_name` (default: the module's name), with
+    `parameters` over `params_file`, at `niceness` (None: this process's).
 
-    def __init__(self, module: str, parameters: dict, params_file: Path | None = None, niceness: int | None = None):
-        self.name = module.rsplit(".", 1)[-1]
-        args = ["--params-file", str(params_file)] if params_file else []
-        for name, value in parameters.items():
-            args += ["-p", f"{name}:={json.dumps(value)}"]  # JSON is YAML: strings stay strings, lists stay lists
-        self.command = [sys.executable, "-m", module, "--ros-args", *args]
+    The parameters go in a second params file with a section for the node: a `-p name:=value` applies to every node
+    (`/**`), and rcl lets a params file's section for the node itself win over that, so `-p` could not override a
+    value config/nodes.yaml sets for the node (sim_node's target_xyz, safety_node's summary_file)."""
+
+    def __init__(self, module: str, parameters: dict, params_file: Path | None = None, niceness: int | None = None,
+                 node_name: str | None = None):
+        self.name = node_name or module.rsplit(".", 1)[-1]
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix=f"vla_ros-{self.name}-", delete=False) as out:
+            yaml.safe_dump({self.name: {"ros__parameters": parameters}}, out)
+        self.overrides = Path(out.name)
+        files = [params_file] if params_file else []
+        self.command = [sys.executable, "-m", module, "--ros-args",
+                        *(arg for f in [*files, self.overrides] for arg in ("--params-file", str(f)))]
         self.niceness = niceness
         self.process: subprocess.Popen | None = None
 
@@ -70,6 +79,7 @@ class NodeProcess:
 
     def stop(self, timeout: float = 10.0) -> int:
         """SIGINT, then SIGKILL after `timeout` s; the exit code (negative: the signal that ended it)."""
+        self.overrides.unlink(missing_ok=True)
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
             try:
