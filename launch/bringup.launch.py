@@ -42,7 +42,9 @@ def generate_launch_description() -> LaunchDescription:
     common = {"robot": arg("robot"), "controller_interface_override": arg("controller_interface")}
 
     def node(executable: str, extra: dict | None = None, **kwargs) -> Node:
-        return Node(package="vla_ros", executable=executable, name=executable, output="screen",
+        # namespace given, so the node's name is fully specified and launch_ros writes the dict under it: under
+        # /** (no namespace) it lost to the params file's own section for the node (policy_node's `policy`)
+        return Node(package="vla_ros", executable=executable, name=executable, namespace="", output="screen",
                     parameters=[arg("params_file"), {**common, **(extra or {})}], **kwargs)
 
     control = {"prefix": ["nice -n ", arg("niceness")]}

@@ -67,6 +67,12 @@ def test_launch_nodes_get_robot_policy_and_sim(sim):
         assert values["controller_interface_override"] == "float64_multi_array"
         if "policy_node" in str(node.node_executable):
             assert values["policy"] == "baseline"
+        # the argument dict is written under the node's own name, so it wins over the params file's section for the
+        # node (under /** config/nodes.yaml's `policy_node: policy: baseline` won over policy:=...)
+        node._perform_substitutions(context)
+        executable = launch.utilities.perform_substitutions(context, node.node_executable) \
+            if not isinstance(node.node_executable, str) else node.node_executable
+        assert node.is_node_name_fully_specified() and node.node_name == f"/{executable}"
         prefix = launch.utilities.perform_substitutions(context, node.process_description.prefix)
         # the control nodes run ahead of other busy processes of the robot PC; the simulated robot does not
         assert prefix == ("" if "sim_node" in str(node.node_executable) else "nice -n -10")
