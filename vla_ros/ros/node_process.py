@@ -4,8 +4,8 @@ On a robot the driver (ros2_control, the interbotix SDK) and a rosbag recorder a
 should the simulated robot and the demo's recorder be. In the graph's process the sim's joint tracker, 100 Hz
 joint_states and camera thread held more than a third of the GIL and the recorder another tenth (py-spy --gil,
 `vla-ros demo`), so the control nodes' callbacks waited for them and targets arrived late enough to fire the safety
-node's hold timer: 27 hold ticks in a quiet 20 s demo, 23-120 with every core busy. A child process has its own
-interpreter and competes only for CPU.
+node's hold timer: 27-65 hold ticks in a quiet 20 s demo and 23-43 with every core busy (same day, before the
+change). A child process has its own interpreter and competes only for CPU.
 
 The child is `python -m <node module> --ros-args ...` with this process's environment (the ROS wheels' .pth hook
 needs it, as do ROS_DOMAIN_ID and ROS_AUTOMATIC_DISCOVERY_RANGE), stopped with SIGINT (rclpy's clean shutdown) and
@@ -44,7 +44,7 @@ class NodeProcess:
 
     The parameters go in a second params file with a section for the node: a `-p name:=value` applies to every node
     (`/**`), and rcl lets a params file's section for the node itself win over that, so `-p` could not override a
-    value config/nodes.yaml sets for the node (sim_node's target_xyz, safety_node's summary_file)."""
+    value config/nodes.yaml sets for the node (sim_node's target_xyz)."""
 
     def __init__(self, module: str, parameters: dict, params_file: Path | None = None, niceness: int | None = None,
                  node_name: str | None = None):
