@@ -8,6 +8,7 @@ from config/nodes.yaml (or --params-file), with robot / policy / controller over
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
@@ -162,15 +163,14 @@ def run(robot: str, policy: str, sim: bool, duration: float | None, controller_i
     if sim:
         simulated = NodeProcess("vla_ros.ros.sim_node", {"robot": robot, "controller_interface_override":
                                                          controller_interface}, params_file or params.nodes_params_file())
-        simulated.start()
         values.setdefault("contract_check_wait", 60.0)  # policy_node waits for the sim's first joint states
-    try:
+    with simulated if simulated else contextlib.nullcontext():  # entering starts it, leaving stops it
         graph = start_graph(robot, policy, False, controller_interface, params_file, values)
         started = time.monotonic()
         try:
             while duration is None or time.monotonic() - started < duration:
                 time.sleep(0.1)
-                if simulated is not None:
+                if simulated:
                     simulated.check_running()
         except KeyboardInterrupt:
             pass
@@ -178,9 +178,6 @@ def run(robot: str, policy: str, sim: bool, duration: float | None, controller_i
             result = summary(graph, time.monotonic() - started)
         finally:
             graph.shutdown()
-    finally:
-        if simulated is not None:
-            code = simulated.stop()
-    if simulated is not None:
-        result["sim_node"] = {"pid": simulated.process.pid, "exit_code": code}
+    if simulated:  # stopped on leaving the block; stop() again only reads its exit code
+        result["sim_node"] = {"pid": simulated.process.pid, "exit_code": simulated.stop()}
     return result

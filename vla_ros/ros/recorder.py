@@ -91,10 +91,15 @@ class DemoRecorder(Node):
     def result(self) -> Recording:
         with self._lock:
             commands = list(self.commands)
-        times, qs = (np.array(x) for x in zip(*commands)) if commands else (np.zeros(0), np.zeros((0, self.robot.nq)))
-        measured = list(self.measured)
-        mt, mq = (np.array(x) for x in zip(*measured)) if measured else (np.zeros(0), np.zeros((0, self.robot.nq)))
-        return Recording(times, qs, mt, mq, self.arm_commands, list(self.snapshots))
+        return Recording(*self._series(commands), *self._series(list(self.measured)), self.arm_commands,
+                         list(self.snapshots))
+
+    def _series(self, rows: list[tuple[float, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        """[(time, q)] -> (times (N,), qs (N, nq)), empty arrays of those shapes for no rows."""
+        if not rows:
+            return np.zeros(0), np.zeros((0, self.robot.nq))
+        times, qs = zip(*rows)
+        return np.array(times), np.array(qs)
 
     def destroy_node(self):
         if self.recording:
