@@ -35,6 +35,7 @@ def republish(bag_path: Path, remaps: dict[str, str], rate: float = 1.0, clock_h
 
     use_fastdds_profile()  # before rclpy.init: shipped Fast DDS profile, discovery on loopback unless set otherwise
     import rclpy
+    from rclpy.duration import Duration
     from rosgraph_msgs.msg import Clock
 
     from vla_ros.ros import qos
@@ -76,6 +77,10 @@ def republish(bag_path: Path, remaps: dict[str, str], rate: float = 1.0, clock_h
                 publish_clock(message.log_time)
                 publishers[message.topic].publish(bytes(message.raw))
                 count += 1
+            # Reliable samples not yet acknowledged are dropped with their writer: without this the bag's last
+            # messages could be lost to a subscriber on a busy machine (seen in CI: the last joint state of ten).
+            for publisher in [*publishers.values(), clock]:
+                publisher.wait_for_all_acked(Duration(seconds=2.0))
         finally:
             node.destroy_node()
             context.try_shutdown()
