@@ -33,8 +33,12 @@ def test_demo_reaches_the_target_without_violations(robot, tmp_path, ros_domain_
     assert isinstance(summary["interventions"], dict)
     for name in ("joints.png", "frame_0.png", "frame_1.png"):
         assert (tmp_path / "out" / name).stat().st_size > 10_000
-    # sim_node and demo_recorder ran as their own processes and stopped cleanly; the recorder's file is complete
-    assert summary["graph"]["sim_node"]["exit_code"] == 0
+    # sim_node, demo_recorder, ik_node and safety_node ran as their own processes and stopped cleanly; every command
+    # the safety node sent came back in its report and was re-checked independently
+    for name in ("sim_node", "demo_recorder", "ik_node", "safety_node"):
+        assert summary["graph"][name]["exit_code"] == 0, name
+    assert summary["checked_commands"] == summary["graph"]["safety_node"]["commands"]
+    assert summary["graph"]["ik_node"]["steps"] > 300
     recording = Recording.load(tmp_path / "out" / "recording.npz")
     assert len(recording.command_times) == summary["commands"] and len(recording.snapshots) >= 2
     assert not (tmp_path / "out" / "frame_2.png").exists()  # --frames 2, taken while the arm moved

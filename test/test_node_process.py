@@ -31,7 +31,7 @@ def test_child_joins_the_domain_and_stops_cleanly_on_sigint(ros_context, ros_dom
     finally:
         observer.destroy_node()
     recording = Recording.load(path)
-    assert recording.command_q.shape == (0, 7) and recording.arm_commands == 0
+    assert recording.command_q.shape == (0, 7) and recording.arm_command_times.shape == (0,)
 
 
 def test_a_child_that_exits_is_reported_in_one_line(tmp_path):
@@ -78,14 +78,15 @@ def test_recording_round_trip(tmp_path):
 
     pixels = np.random.default_rng(0).integers(0, 255, (4, 6, 3), dtype=np.uint8)
     original = Recording(np.array([1.0, 2.0]), np.array([[0.1, np.nan], [0.2, np.nan]]), np.array([1.5]),
-                         np.array([[0.3, 0.4]]), 2,
+                         np.array([[0.3, 0.4]]), np.array([1.0, 2.0]),
                          [Snapshot(1.25, pixels, {"left": np.ones((3, 3)), "right_arm": np.zeros((2, 3))}),
                           Snapshot(2.5, pixels, {})])
     original.save(tmp_path / "r.npz")
     loaded = Recording.load(tmp_path / "r.npz")
     np.testing.assert_array_equal(loaded.command_q, original.command_q)
     np.testing.assert_array_equal(loaded.measured_q, original.measured_q)
-    assert loaded.arm_commands == 2 and [s.stamp for s in loaded.snapshots] == [1.25, 2.5]
+    np.testing.assert_array_equal(loaded.arm_command_times, [1.0, 2.0])
+    assert [s.stamp for s in loaded.snapshots] == [1.25, 2.5]
     np.testing.assert_array_equal(loaded.snapshots[0].pixels, pixels)
     assert set(loaded.snapshots[0].paths) == {"left", "right_arm"} and loaded.snapshots[1].paths == {}
     assert not list(tmp_path.glob("*.partial"))

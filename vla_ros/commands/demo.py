@@ -2,15 +2,18 @@
 
 sim_node (MuJoCo cameras + a joint tracker, obeying the robot's real controller topics) -> policy_node (the
 colour-target servo baseline, a classical controller, not a VLA) -> action-chunk executor -> ik_node ->
-safety_node -> controller topics -> sim_node, over real rclpy / Fast DDS on loopback. The control nodes share one
-process (bringup's one-process graph); sim_node and demo_recorder are their own processes, as a robot's driver and
-a rosbag recorder are (ros/node_process.py says why). Prints a summary and writes a joints plot, camera frames with
-the predicted chunk drawn on them, the recording (recording.npz) and summary.json.
+safety_node -> controller topics -> sim_node, over real rclpy / Fast DDS on loopback. Each node is its own process,
+as with the console scripts and the launch file, except policy_node, which runs in the demo's (the demo reads its
+chunks and joint state); demo_recorder listens like a rosbag recorder (ros/node_process.py says why processes). The
+safety node's sent commands come back in its report and are re-checked here by the independent checker. Prints a
+summary and writes a joints plot, camera frames with the predicted chunk drawn on them, the recording, the nodes'
+reports (*.npz) and summary.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import time
@@ -86,12 +89,14 @@ def main(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from vla_ros.core import demo_report
     from vla_ros.core.demo_recording import Recording
-    from vla_ros.core.safety.independent_check import LimitChecker
+    from vla_ros.core.node_report import NodeReport
     from vla_ros.core.robot import load_robot
+    from vla_ros.core.safety.independent_check import LimitChecker
     from vla_ros.ros import params
     from vla_ros.ros.base import now_sec
     from vla_ros.ros.bringup import start_graph, summary
     from vla_ros.ros.controllers import make_adapters
+    from vla_ros.ros.diagnostics import DiagnosticsListener
     from vla_ros.ros.node_process import NodeProcess
 
     robot = load_robot(args.robot)
@@ -101,46 +106,71 @@ def _run(args: argparse.Namespace) -> int:
     adapters = make_adapters(robot, override)
     policy = _baseline(robot)
     target, arm = _sim_target(robot, args.seed)
-    recording_path = out / "recording.npz"
-    recording_path.unlink(missing_ok=True)
+    # what each child writes when it stops
+    files = {"demo_recorder": out / "recording.npz", "safety_node": out / "safety_node.npz",
+             "ik_node": out / "ik_node.npz"}
+    for path in files.values():
+        path.unlink(missing_ok=True)
     params.use_fastdds_profile()
     if note := params.raise_priority(args.niceness):  # before the children start: they inherit the priority
         print(note)
     common = {"robot": args.robot, "controller_interface_override": override}
-    sim = NodeProcess("vla_ros.ros.sim_node", {**common, "target_xyz": target.tolist()}, params.nodes_params_file())
+    nodes_file = params.nodes_params_file()
+    sim = NodeProcess("vla_ros.ros.sim_node", {**common, "target_xyz": target.tolist()}, nodes_file)
     # an observer, like a rosbag recorder: at normal priority, never ahead of the control path
-    recorder = NodeProcess("vla_ros.ros.recorder", {**common, "recording": str(recording_path.resolve()),
+    recorder = NodeProcess("vla_ros.ros.recorder", {**common, "recording": str(files["demo_recorder"].resolve()),
                                                     "snapshot_period": args.duration / (args.frames + 1)},
                            niceness=max(0, os.getpriority(os.PRIO_PROCESS, 0)), node_name="demo_recorder")
-    with sim, recorder:
+    safety = NodeProcess("vla_ros.ros.safety_node", {**common, "report": str(files["safety_node"].resolve()),
+                                                     "sent_history": args.duration + 60.0}, nodes_file)
+    ik = NodeProcess("vla_ros.ros.ik_node", {**common, "report": str(files["ik_node"].resolve())}, nodes_file) \
+        if policy.metadata.action_space.is_ee else None
+    control = [child for child in (safety, ik) if child]  # stopped in this order: safety_node first
+    children = [sim, recorder, *control]
+    with contextlib.ExitStack() as running:
+        for child in children:
+            running.enter_context(child)  # started now, stopped (in reverse) on leaving, whatever happens
         # policy_node's start-up check waits for the sim's first joint states (its import and MuJoCo scene take a
         # few seconds), so the graph starts on a measured state, as on a robot
         graph = start_graph(args.robot, "baseline", controller_interface=override, policy_object=policy,
-                            overrides={"contract_check_wait": 60.0})
+                            overrides={"contract_check_wait": 60.0}, policy_only=True)
         try:
+            watch = DiagnosticsListener(context=graph.context)
+            graph.add_node(watch)
             sim.wait_until(lambda: graph.policy.states.fresh(now_sec(graph.policy), 1.0), 10.0, "joint states")
-            # the recorder hears every command once it is matched on the arm controller's topic (beside the sim)
-            recorder.wait_until(lambda: graph.safety.count_subscribers(adapters[0].topic) >= 2, 60.0,
-                                f"subscription to {adapters[0].topic}")
+            # the run starts once targets reach the safety node and the recorder hears its commands (DDS matches
+            # endpoints pair by pair: only the recorder itself can tell that it hears the safety node)
+            safety.wait_until(lambda: watch.count("vla_ros/safety_node", "targets") > 0, 60.0,
+                              "targets from the policy (on /diagnostics)")
+            recorder.wait_until(lambda: watch.count("vla_ros/demo_recorder", "arm_commands") > 0, 60.0,
+                                f"commands heard on {adapters[0].topic} (on /diagnostics)")
             print(f"demo: {robot.name} reaching for the red target at {np.round(target, 3).tolist()} "
-                  f"for {args.duration:g} s (sim_node pid {sim.process.pid}, demo_recorder pid {recorder.process.pid})")
-            distances, started, duration = _drive(args.duration, graph, [sim, recorder], robot, arm, target)
+                  f"for {args.duration:g} s (pids: " + ", ".join(f"{c.name} {c.process.pid}" for c in children) + ")")
+            distances, started, duration = _drive(args.duration, graph, children, robot, arm, target)
+            ended = now_sec(graph.policy)
+            # the control nodes stop first, while the policy still runs: the holds they count are the run's own
+            exit_codes = {child.name: child.stop() for child in control}
             run = summary(graph, duration)
             # chunks adopted during the run: before it the recorder may not yet have heard the commands
             adoptions = [(tick, stamp) for tick, stamp in graph.policy.adoptions if tick >= started]
-            sent = list(graph.safety.sent)
-            checker_config = graph.safety.filter.config
         finally:
             graph.shutdown()
-        recorder_code = recorder.stop()
-        run["sim_node"] = {"pid": sim.process.pid, "exit_code": sim.stop()}
-    if recorder_code != 0 or not recording_path.is_file():
-        raise VlaRosError(f"demo_recorder exited with code {recorder_code} without writing {recording_path}")
-    recording = Recording.load(recording_path)
+        exit_codes.update({child.name: child.stop() for child in (recorder, sim)})
+    for child in children:
+        path = files.get(child.name)
+        if exit_codes[child.name] != 0 or (path and not path.is_file()):
+            raise VlaRosError(f"{child.name} exited with code {exit_codes[child.name]}"
+                              + (f" without writing {path}" if path and not path.is_file() else ""))
+        run[child.name] = {**run.get(child.name, {}), "pid": child.process.pid, "exit_code": exit_codes[child.name]}
+    reports = {child.name: NodeReport.load(files[child.name]) for child in control}
+    for name, report in reports.items():
+        run[name].update(report.summary)
+    safety_report = reports["safety_node"]
+    recording = Recording.load(files["demo_recorder"])
     final_distance = distances[-1]
 
-    checker = LimitChecker(robot, checker_config)
-    violations = sum(len(checker.check(command)) for command in sent)
+    checker = LimitChecker(robot, safety_report.safety_config)
+    violations = sum(len(checker.check(command)) for command in safety_report.sent)
     command_times, command_q = recording.command_times, recording.command_q
     latencies = demo_report.camera_to_command_latencies(adoptions, command_times)
     start = command_times[0] if len(command_times) else 0.0
@@ -151,26 +181,28 @@ def _run(args: argparse.Namespace) -> int:
     # the recorder ran from before the graph's start-up to after it stopped: the frames of the run itself
     snapshots = [s for s in recording.snapshots if s.stamp >= started][:args.frames]
     outputs += _save_frames(out, robot, recording, snapshots, target, demo_report)
+    safety_summary = run["safety_node"]
+    arm_times = recording.arm_command_times
     result = {
         "robot": robot.name,
         "policy": policy.metadata.name,
         "duration_s": round(duration, 2),
         "ticks": run["policy_node"]["executor"]["ticks"],
         "commands": len(command_times),
-        "command_rate_hz": recording.arm_commands / duration,
+        "command_rate_hz": int(np.count_nonzero((arm_times >= started) & (arm_times <= ended))) / duration,
         "controller_topics": [a.topic for a in adapters],
         "controller_interface_override": override or None,
         "latency_p50_ms": demo_report.percentile_ms(latencies, 50),
         "latency_p99_ms": demo_report.percentile_ms(latencies, 99),
         "latency_chunks": len(latencies),
-        "interventions": run["safety_node"]["interventions"],
+        "interventions": safety_summary["interventions"],
         "cpu_load": bool(args.cpu_load),
         # Hold commands: the safety node's timer found no target for a controller delay (late targets); idle ticks:
         # its timer before the first target (anchoring while the policy starts up).
-        "safety_hold_ticks": run["safety_node"]["hold_ticks"],
-        "safety_idle_ticks": run["safety_node"]["idle_ticks"],
-        "safety_mode_changes": run["safety_node"]["mode_changes"],
-        "checked_commands": len(sent),
+        "safety_hold_ticks": safety_summary["hold_ticks"],
+        "safety_idle_ticks": safety_summary["idle_ticks"],
+        "safety_mode_changes": safety_summary["mode_changes"],
+        "checked_commands": len(safety_report.sent),
         "violations": violations,
         "target": np.round(target, 4).tolist(),
         "final_distance_m": round(final_distance, 4),
@@ -180,7 +212,7 @@ def _run(args: argparse.Namespace) -> int:
         "graph": run,
     }
     summary_path = out / "summary.json"
-    result["outputs"] = [str(p) for p in [*outputs, recording_path, summary_path]]
+    result["outputs"] = [str(p) for p in [*outputs, *files.values(), summary_path] if p.exists() or p == summary_path]
     text = json.dumps(result, indent=2, default=str) + "\n"
     summary_path.write_text(text)
     if args.summary:

@@ -58,11 +58,12 @@ class Graph:
 
 def start_graph(robot: str, policy: str, sim: bool = False, controller_interface: str = "",
                 params_file: Path | None = None, overrides: dict | None = None, context=None,
-                domain_id: int | None = None, policy_object=None) -> Graph:
+                domain_id: int | None = None, policy_object=None, policy_only: bool = False) -> Graph:
     """Build the graph in this process and start spinning it in a background thread of the executor.
 
     `context`: an initialised rclpy Context to use (tests); otherwise one is created on `domain_id`.
     `policy_object`: an already-built Policy (tests inject misbehaving ones); `policy` then only names it.
+    `policy_only`: build policy_node alone (the demo runs ik_node and safety_node as their own processes).
     Callers raise the process's priority first if they want it (params.raise_priority; see `run`).
     """
     params.use_fastdds_profile()
@@ -81,8 +82,10 @@ def start_graph(robot: str, policy: str, sim: bool = False, controller_interface
 
             sim_node = SimNode(robot=model, **node_kwargs)
             nodes.append(sim_node)
-        safety = SafetyNode(robot=model, **node_kwargs)
-        nodes.append(safety)
+        safety = None
+        if not policy_only:
+            safety = SafetyNode(robot=model, **node_kwargs)
+            nodes.append(safety)
         # the simulated robot starts at home and publishes only once the graph spins: check from home at once
         startup = {"contract_check_wait": 0.0} if sim else {}
         policy_kwargs = dict(node_kwargs, parameter_overrides=params.as_overrides(
@@ -90,7 +93,7 @@ def start_graph(robot: str, policy: str, sim: bool = False, controller_interface
         policy_node = PolicyNode(robot=model, policy=policy_object, **policy_kwargs)
         nodes.append(policy_node)
         ik = None
-        if policy_node.space.is_ee:
+        if policy_node.space.is_ee and not policy_only:
             ik = IKNode(robot=model, **node_kwargs)
             nodes.append(ik)
     except BaseException:
@@ -137,13 +140,11 @@ def summary(graph: Graph, duration: float) -> dict:
         "policy_node": {"published": graph.policy.published, "image_errors": graph.policy.image_errors,
                         "stale_joint_state_ticks": graph.policy.stale_ticks, "executor": stats.as_dict(),
                         "worker": graph.policy.worker.stats()},
-        "safety_node": {"estop": graph.safety.filter.estopped, "state": graph.safety.state, **graph.safety.counts,
-                        "commands_by_state": dict(graph.safety.states_seen),
-                        "mode_changes": dict(graph.safety.transitions),
-                        "interventions": graph.safety.filter.intervention_counts()},
     }
+    if graph.safety is not None:
+        out["safety_node"] = graph.safety.summary()
     if graph.ik is not None:
-        out["ik_node"] = dict(graph.ik.counts)
+        out["ik_node"] = graph.ik.summary()
     if graph.sim is not None:
         out["sim_node"] = {"commands_received": graph.sim.commands_received,
                            "ee_distance_to_target_m": graph.sim.distance_to_target()}

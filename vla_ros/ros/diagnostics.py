@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.node import Node
 
 from vla_ros.ros.messages import sec_to_stamp
 
@@ -31,3 +32,21 @@ def _text(v: object) -> str:
     if isinstance(v, float):
         return f"{v:.6g}"
     return str(v)
+
+
+class DiagnosticsListener(Node):
+    """The latest /diagnostics values of each component, by name without the robot ("vla_ros/safety_node"): how a
+    process watches nodes running in other processes."""
+
+    def __init__(self, **node_kwargs):
+        super().__init__("vla_ros_diagnostics_listener", **node_kwargs)
+        self.latest: dict[str, dict[str, str]] = {}
+        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            self.latest[status.name.split(" ")[0]] = values_of(status)
+
+    def count(self, component: str, key: str) -> int:
+        """An integer value the component last reported (0 before its first report)."""
+        return int(self.latest.get(component, {}).get(key, 0))

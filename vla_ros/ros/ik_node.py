@@ -4,12 +4,14 @@ core.ik.DifferentialIK.
 One IK step per incoming command, from the measured joint state; the output keeps the command's stamp (the tick time)
 so the safety node can refuse stale targets and latency is measurable end to end. While joint_states are stale the
 node publishes nothing (the safety node holds) and re-anchors the IK targets on the measured pose when they return.
+With `report` set, the node writes its counts there when it stops (core/node_report.py).
 """
 
 from __future__ import annotations
 
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
@@ -17,6 +19,7 @@ from sensor_msgs.msg import JointState
 
 from vla_ros.core.errors import VlaRosError
 from vla_ros.core.ik import DifferentialIK, IKConfig
+from vla_ros.core.node_report import NodeReport
 from vla_ros.ros import diagnostics, params, qos
 from vla_ros.ros.base import JointStateInput, RateLimitedLog, now_sec
 from vla_ros.ros.entry import run_single_node
@@ -28,6 +31,7 @@ PARAMETERS = {
     "command_timeout": 0.1,  # s: refuse an EE command older than this (by its stamp)
     "reanchor_after": 0.25,  # s without commands -> re-anchor the IK targets on the measured pose
     "diagnostics_period": 1.0,
+    "report": "",  # .npz written when the node stops: its counts (core/node_report.py); empty: none
     # IKConfig fields as ik.<field> (defaults from the core)
     **{f"ik.{f.name}": f.default for f in fields(IKConfig)},
 }
@@ -94,6 +98,14 @@ class IKNode(Node):
             for flag in ("unreachable", "limited", "near_singular", "target_clamped"):
                 self.counts[flag] += bool(getattr(status, flag))
         self.publisher.publish(fill_joint_state(JointState(), self.robot.joint_names, result.q_target, stamp))
+
+    def summary(self) -> dict:
+        return dict(self.counts)
+
+    def destroy_node(self):
+        if report := params.value(self, "report"):
+            NodeReport(self.summary()).save(Path(report))
+        return super().destroy_node()
 
     def _publish_diagnostics(self) -> None:
         now = now_sec(self)

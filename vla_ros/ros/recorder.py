@@ -2,7 +2,9 @@
 
 Records what reached the robot's controller topics (through the same controller adapters the sim obeys), the
 measured joint state, the primary camera and the policy's predicted chunk (markers), all on this node's clock, and
-writes it to `recording` (core.demo_recording) when the node is destroyed. It runs as its own process (`vla-ros demo`
+writes it to `recording` (core.demo_recording) when the node is destroyed. It reports on /diagnostics how many arm
+commands it has heard, so the demo starts its run only once the recorder hears the safety node (matching is pairwise
+in DDS: another participant seeing both endpoints proves nothing). It runs as its own process (`vla-ros demo`
 starts it with ros/node_process.py): in the control graph's process its ~260 callbacks a second (joint states,
 commands, markers, 640x480 frames) delayed the control nodes' targets past the safety node's hold timer.
 A gripper action's goals are service requests that only its client and server see (as for a rosbag in Jazzy), so
@@ -17,11 +19,12 @@ from pathlib import Path
 
 import numpy as np
 from rclpy.node import Node
+from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import Image
 from visualization_msgs.msg import Marker, MarkerArray
 
 from vla_ros.core.demo_recording import Recording, Snapshot
-from vla_ros.ros import params, qos
+from vla_ros.ros import diagnostics, params, qos
 from vla_ros.ros.base import JointStateInput, now_sec
 from vla_ros.ros.controllers import ControllerInput, make_adapters
 from vla_ros.ros.entry import run_single_node
@@ -32,6 +35,7 @@ PARAMETERS = {
     "markers_topic": "/vla_ros/chunk_markers",
     "snapshot_period": 4.0,  # s between saved camera frames
     "recording": "",  # the .npz written at the end; empty: nothing written
+    "diagnostics_period": 0.5,
 }
 
 
@@ -53,7 +57,7 @@ class DemoRecorder(Node):
         self.snapshots: list[Snapshot] = []
         self._paths: dict[str, np.ndarray] = {}
         self._frame: tuple[float, np.ndarray] | None = None
-        self.arm_commands = 0  # messages on the first controller topic (the arm's)
+        self.arm_command_times: list[float] = []  # receipt times of messages on the first controller topic
         self.inputs = [ControllerInput(self, adapter, qos.COMMAND, robot.home[adapter.index], self._on_command)
                        for adapter in topics]
         camera = robot.cameras[0]
@@ -62,11 +66,14 @@ class DemoRecorder(Node):
         self.create_subscription(MarkerArray, params.value(self, "markers_topic"), self._on_markers, 1)
         self.create_timer(1.0 / robot.control_rate_hz, self._sample_measured)
         self.create_timer(params.value(self, "snapshot_period"), self._snapshot)
+        self.diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(params.value(self, "diagnostics_period"), self._publish_diagnostics)
 
     def _on_command(self, source: ControllerInput, msg, now: float) -> None:
         targets = source.setpoints(now)
         with self._lock:
-            self.arm_commands += source is self.inputs[0]
+            if source is self.inputs[0]:
+                self.arm_command_times.append(now)
             self._q_command[self.robot.indices(list(targets))] = list(targets.values())
             self.commands.append((now, self._q_command.copy()))
 
@@ -88,11 +95,17 @@ class DemoRecorder(Node):
             stamp, pixels = self._frame
             self.snapshots.append(Snapshot(stamp, pixels, dict(self._paths)))
 
+    def _publish_diagnostics(self) -> None:
+        values = {"arm_commands": len(self.arm_command_times), "commands": len(self.commands),
+                  "measured": len(self.measured), "snapshots": len(self.snapshots)}
+        status = diagnostics.status(f"vla_ros/demo_recorder ({self.robot.name})", diagnostics.OK, "recording", values)
+        self.diagnostics.publish(diagnostics.array([status], now_sec(self)))
+
     def result(self) -> Recording:
         with self._lock:
             commands = list(self.commands)
-        return Recording(*self._series(commands), *self._series(list(self.measured)), self.arm_commands,
-                         list(self.snapshots))
+        return Recording(*self._series(commands), *self._series(list(self.measured)),
+                         np.array(self.arm_command_times), list(self.snapshots))
 
     def _series(self, rows: list[tuple[float, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
         """[(time, q)] -> (times (N,), qs (N, nq)), empty arrays of those shapes for no rows."""

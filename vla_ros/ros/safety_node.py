@@ -10,13 +10,16 @@ target and then comes to a graded stop (the filter's own watchdogs on joint-stat
   ~/estop   latch the e-stop: the filter brakes to rest at the limits and refuses targets
   ~/reset   clear it and re-anchor on the measured state (refused while joint states are stale or the arm moves)
 Mode changes (not_ready / tracking / stopping / estop) are logged once each with their reason, rate-limited; every
-intervention is counted and published on /diagnostics with the filter state.
+intervention is counted and published on /diagnostics with the filter state. With `report` set, the node writes its
+summary and the commands it sent (the last `sent_history` s) there when it stops (core/node_report.py), for an
+independent re-check by whoever started it (`vla-ros demo`).
 """
 
 from __future__ import annotations
 
 import sys
 from collections import Counter, deque
+from pathlib import Path
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
@@ -24,6 +27,7 @@ from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 
 from vla_ros.core.errors import ConfigError
+from vla_ros.core.node_report import NodeReport
 from vla_ros.core.safety import SafetyConfig, SafetyFilter
 from vla_ros.core.safety.state_rate import StateRateCheck
 from vla_ros.ros import diagnostics, params, qos
@@ -41,6 +45,8 @@ PARAMETERS = {
     "diagnostics_period": 1.0,
     "transition_log_period": 2.0,  # s: the same mode change is logged at most once per this period (others counted)
     "startup_grace": 5.0,  # s after start: until the first anchor, "not anchored" is logged as info, not an error
+    "report": "",  # .npz written when the node stops: summary and sent commands (core/node_report.py); empty: none
+    "sent_history": 60.0,  # s of sent commands kept for the report and re-checks
 }
 _ERROR_LIMITS = ("input", "estop", "state_stale", "command_stale", "time", "not_ready", "reset")
 
@@ -77,8 +83,8 @@ class SafetyNode(Node):
         self.states_seen: Counter[str] = Counter()  # commands by SafeCommand.state
         self.transitions: Counter[str] = Counter()  # mode changes, "from -> to"
         self._transition_log = RateLimitedLog(self, params.value(self, "transition_log_period"))
-        # The last minute of sent commands (SafeCommand, with stamps and segments) for independent re-checks.
-        self.sent: deque = deque(maxlen=int(60 * self.robot.control_rate_hz))
+        # The last sent_history s of sent commands (SafeCommand, with stamps and segments) for independent re-checks.
+        self.sent: deque = deque(maxlen=int(params.value(self, "sent_history") * self.robot.control_rate_hz))
         self.last_error = ""
         self._log = RateLimitedLog(self)
         self._grace_until = now_sec(self) + params.value(self, "startup_grace")
@@ -161,6 +167,16 @@ class SafetyNode(Node):
             self.get_logger().info("reset: re-anchoring on the measured state, accepting targets")
         response.success, response.message = result.accepted, result.reason
         return response
+
+    def summary(self) -> dict:
+        return {"estop": self.filter.estopped, "state": self.state, **self.counts,
+                "commands_by_state": dict(self.states_seen), "mode_changes": dict(self.transitions),
+                "interventions": self.filter.intervention_counts()}
+
+    def destroy_node(self):
+        if report := params.value(self, "report"):
+            NodeReport(self.summary(), list(self.sent), self.filter.config).save(Path(report))
+        return super().destroy_node()
 
     def _publish_diagnostics(self) -> None:
         now = now_sec(self)
