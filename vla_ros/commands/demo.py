@@ -87,6 +87,8 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import rclpy
+
     from vla_ros.core import demo_report
     from vla_ros.core.demo_recording import Recording
     from vla_ros.core.node_report import NodeReport
@@ -94,7 +96,7 @@ def _run(args: argparse.Namespace) -> int:
     from vla_ros.core.safety.independent_check import LimitChecker
     from vla_ros.ros import params
     from vla_ros.ros.base import now_sec
-    from vla_ros.ros.bringup import start_graph, summary
+    from vla_ros.ros.bringup import spin_each, start_graph, summary
     from vla_ros.ros.controllers import make_adapters
     from vla_ros.ros.diagnostics import DiagnosticsListener
     from vla_ros.ros.node_process import NodeProcess
@@ -130,20 +132,30 @@ def _run(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as running:
         for child in children:
             running.enter_context(child)  # started now, stopped (in reverse) on leaving, whatever happens
-        # policy_node's start-up check waits for the sim's first joint states (its import and MuJoCo scene take a
-        # few seconds), so the graph starts on a measured state, as on a robot
-        graph = start_graph(args.robot, "baseline", controller_interface=override, policy_object=policy,
-                            overrides={"contract_check_wait": 60.0}, policy_only=True)
+        context = rclpy.Context()
+        rclpy.init(args=["--ros-args", "--params-file", str(nodes_file)], context=context)
+        watch = DiagnosticsListener(context=context)
+        listener = spin_each([watch], context)
+        graph = None
         try:
-            watch = DiagnosticsListener(context=graph.context)
-            graph.add_node(watch)
-            sim.wait_until(lambda: graph.policy.states.fresh(now_sec(graph.policy), 1.0), 10.0, "joint states")
-            # the run starts once targets reach the safety node and the recorder hears its commands (DDS matches
-            # endpoints pair by pair: only the recorder itself can tell that it hears the safety node)
-            safety.wait_until(lambda: watch.count("vla_ros/safety_node", "targets") > 0, 60.0,
-                              "targets from the policy (on /diagnostics)")
+            # The policy starts once every child is up and hears what it needs: the safety node anchored on the
+            # sim's joint states, the IK node has them, the recorder hears the safety node's commands (DDS matches
+            # endpoints pair by pair: only a node itself can tell what it hears). Starting it while four processes
+            # still import and discover each other delayed its first targets by up to 0.35 s (hold ticks).
+            safety.wait_until(lambda: watch.value("vla_ros/safety_node", "mode") == "tracking", 60.0,
+                              "anchor on the joint states (on /diagnostics)")
+            if ik:
+                ik.wait_until(lambda: watch.value("vla_ros/ik_node", "joint_states_fresh") == "True", 60.0,
+                              "fresh joint states (on /diagnostics)")
             recorder.wait_until(lambda: watch.count("vla_ros/demo_recorder", "arm_commands") > 0, 60.0,
                                 f"commands heard on {adapters[0].topic} (on /diagnostics)")
+            # its start-up check waits for its own subscription's first joint states
+            graph = start_graph(args.robot, "baseline", controller_interface=override, policy_object=policy,
+                                context=context, overrides={"contract_check_wait": 60.0}, policy_only=True)
+            graph.nodes.append(watch)  # shut down with the graph
+            graph.spinners += listener
+            safety.wait_until(lambda: watch.count("vla_ros/safety_node", "targets") > 0, 60.0,
+                              "targets from the policy (on /diagnostics)")
             print(f"demo: {robot.name} reaching for the red target at {np.round(target, 3).tolist()} "
                   f"for {args.duration:g} s (pids: " + ", ".join(f"{c.name} {c.process.pid}" for c in children) + ")")
             distances, started, duration = _drive(args.duration, graph, children, robot, arm, target)
@@ -154,7 +166,13 @@ def _run(args: argparse.Namespace) -> int:
             # chunks adopted during the run: before it the recorder may not yet have heard the commands
             adoptions = [(tick, stamp) for tick, stamp in graph.policy.adoptions if tick >= started]
         finally:
-            graph.shutdown()
+            if graph is not None:
+                graph.shutdown()
+            else:
+                for executor, _ in listener:
+                    executor.shutdown(timeout_sec=2.0)
+                watch.destroy_node()
+                context.try_shutdown()
         exit_codes.update({child.name: child.stop() for child in (recorder, sim)})
     for child in children:
         path = files.get(child.name)

@@ -47,6 +47,10 @@ class DiagnosticsListener(Node):
         for status in msg.status:
             self.latest[status.name.split(" ")[0]] = values_of(status)
 
+    def value(self, component: str, key: str) -> str | None:
+        """What the component last reported for `key` (None before its first report)."""
+        return self.latest.get(component, {}).get(key)
+
     def count(self, component: str, key: str) -> int:
         """An integer value the component last reported (0 before its first report)."""
-        return int(self.latest.get(component, {}).get(key, 0))
+        return int(self.value(component, key) or 0)

@@ -110,7 +110,8 @@ class IKNode(Node):
     def _publish_diagnostics(self) -> None:
         now = now_sec(self)
         level = diagnostics.OK if not self.last_error else diagnostics.WARN
-        values = {**self.counts, "joint_state_errors": self.states.errors, "last_error": self.last_error}
+        values = {**self.counts, "joint_states_fresh": self.states.fresh(now, self.joint_timeout),
+                  "joint_state_errors": self.states.errors, "last_error": self.last_error}
         status = diagnostics.status(f"vla_ros/ik_node ({self.robot.name})", level, self.last_error or "ok", values)
         self.diagnostics.publish(diagnostics.array([status], now))
 
