@@ -142,7 +142,7 @@ def _run(args: argparse.Namespace) -> int:
             # sim's joint states, the IK node has them, the recorder hears the safety node's commands (DDS matches
             # endpoints pair by pair: only a node itself can tell what it hears). Starting it while four processes
             # still import and discover each other delayed its first targets by up to 0.35 s (hold ticks).
-            safety.wait_until(lambda: watch.value("vla_ros/safety_node", "mode") == "tracking", 60.0,
+            safety.wait_until(lambda: watch.value("vla_ros/safety_node", "mode") in ("tracking", "stopping"), 60.0,
                               "anchor on the joint states (on /diagnostics)")
             if ik:
                 ik.wait_until(lambda: watch.value("vla_ros/ik_node", "joint_states_fresh") == "True", 60.0,

@@ -1,11 +1,14 @@
-"""A node run as its own process beside a one-process graph: the demo's simulated robot and its recorder.
+"""A node run as its own process: `vla-ros bringup --sim`'s simulated robot; the demo's sim, recorder, ik_node and
+safety_node.
 
 On a robot the driver (ros2_control, the interbotix SDK) and a rosbag recorder are processes of their own, and so
 should the simulated robot and the demo's recorder be. In the graph's process the sim's joint tracker, 100 Hz
 joint_states and camera thread held more than a third of the GIL and the recorder another tenth (py-spy --gil,
 `vla-ros demo`), so the control nodes' callbacks waited for them and targets arrived late enough to fire the safety
 node's hold timer: 27-65 hold ticks in a quiet 20 s demo and 23-43 with every core busy (same day, before the
-change). A child process has its own interpreter and competes only for CPU.
+change). A child process has its own interpreter and competes only for CPU. With only those two out, the control
+nodes still shared one GIL with the policy's worker, and 3 of 13 loaded demos held for 2-5 ticks; the demo now runs
+ik_node and safety_node as their own processes too, as the launch file does.
 
 The child is `python -m <node module> --ros-args ...` with this process's environment (the ROS wheels' .pth hook
 needs it, as do ROS_DOMAIN_ID and ROS_AUTOMATIC_DISCOVERY_RANGE), stopped with SIGINT (rclpy's clean shutdown) and

@@ -68,6 +68,10 @@ class SimNode(Node):
         # MuJoCo scene, so it never delays joint_states; the executor keeps commands and the tracker serialised.
         self._camera_period = 1.0 / params.value(self, "camera_rate_hz")
         self._stop = threading.Event()
+        # The first frame compiles llvmpipe's shaders: 120 ms quiet, holding the GIL for up to 40 ms at a stretch
+        # (measured), longer with the cores busy, when the demo's safety node saw 0.18 s old joint states at start-up.
+        # So joint states start once every camera has rendered, as a driver's come once it is up.
+        self._cameras_ready = threading.Event()
         self._renderer = threading.Thread(target=self._render_loop, name="sim-render", daemon=True)
         self._renderer.start()
 
@@ -87,6 +91,8 @@ class SimNode(Node):
             return False
 
     def _publish_joint_states(self) -> None:
+        if not self._cameras_ready.is_set():
+            return
         now = now_sec(self)
         for source in self.inputs:  # a trajectory's set-point moves between messages
             if source.follower is not None and source.messages:
@@ -111,6 +117,7 @@ class SimNode(Node):
                 for publisher, camera in self.camera_publishers:
                     pixels = self.scene.render(camera.name)
                     publisher.publish(fill_image(Image(), "rgb8", pixels, now_sec(self), f"{camera.name}_optical_frame"))
+                self._cameras_ready.set()
             except Exception:
                 if self.context.ok():
                     raise
