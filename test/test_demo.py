@@ -42,5 +42,7 @@ def test_demo_reaches_the_target_without_violations(robot, tmp_path, ros_domain_
     recording = Recording.load(tmp_path / "out" / "recording.npz")
     assert len(recording.command_times) == summary["commands"] and len(recording.snapshots) >= 2
     assert not (tmp_path / "out" / "frame_2.png").exists()  # --frames 2, taken while the arm moved
-    assert {"safety_hold_ticks", "safety_idle_ticks"} <= set(summary)
+    assert {"safety_hold_ticks", "safety_startup_hold_ticks", "safety_idle_ticks"} <= set(summary)
+    assert summary["safety_hold_ticks"] + summary["safety_startup_hold_ticks"] == summary["graph"]["safety_node"][
+        "hold_ticks"]
     assert "target REACHED" in done.stdout

@@ -35,8 +35,10 @@ def _violations(name: str, config: SafetyConfig, commands) -> int:
 def test_round_trip_keeps_what_the_checker_judges(name, tmp_path):
     config = SafetyConfig(velocity_scale=0.5, joint_margins={robot(name).joint_names[0]: 0.1})
     sent = _commands(name, config)
-    NodeReport({"hold_ticks": 3, "mode_changes": {"not_ready -> tracking": 1}}, sent, config).save(tmp_path / "r.npz")
+    NodeReport({"hold_ticks": 3, "mode_changes": {"not_ready -> tracking": 1}}, sent, config,
+               np.array([0.5, 0.52, 0.54])).save(tmp_path / "r.npz")
     loaded = NodeReport.load(tmp_path / "r.npz")
+    np.testing.assert_array_equal(loaded.hold_times, [0.5, 0.52, 0.54])
     assert loaded.summary == {"hold_ticks": 3, "mode_changes": {"not_ready -> tracking": 1}}
     assert loaded.safety_config == config and len(loaded.sent) == len(sent) > 30
     for a, b in zip(sent, loaded.sent):
@@ -56,3 +58,4 @@ def test_a_report_without_commands(tmp_path):
     NodeReport({"steps": 12}).save(tmp_path / "ik.npz")
     loaded = NodeReport.load(tmp_path / "ik.npz")
     assert loaded.summary == {"steps": 12} and loaded.sent == [] and loaded.safety_config is None
+    assert loaded.hold_times.shape == (0,)

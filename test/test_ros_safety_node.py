@@ -13,16 +13,20 @@ from vla_ros.ros.messages import fill_joint_state
 from vla_ros.ros.safety_node import SafetyNode
 
 
-def _node(robot, context, grace: float) -> tuple[SafetyNode, list]:
+def _node(robot, context, grace: float, safety_config: str = "") -> tuple[SafetyNode, list]:
     node = SafetyNode(robot=robot, context=context, parameter_overrides=params.as_overrides(
-        {"robot": robot.name, "controller_interface_override": "float64_multi_array", "startup_grace": grace}))
+        {"robot": robot.name, "controller_interface_override": "float64_multi_array", "startup_grace": grace,
+         "safety_config": safety_config}))
     lines = []
     node._log = lambda level, key, message: lines.append((level, key))
     return node, lines
 
 
-def test_idle_then_hold_ticks_and_not_anchored_is_info_at_start(franka, ros_context):
-    node, lines = _node(franka, ros_context, grace=60.0)
+def test_idle_then_hold_ticks_and_not_anchored_is_info_at_start(franka, ros_context, tmp_path):
+    # watchdogs long enough that a loaded machine's stall between the calls below is not a graded stop (an error)
+    config = tmp_path / "safety.yaml"
+    config.write_text("watchdog: {joint_state_hold_after: 2.0, joint_state_stop_after: 5.0, command_stop_after: 5.0}\n")
+    node, lines = _node(franka, ros_context, grace=60.0, safety_config=str(config))
     try:
         node._watchdog()  # no joint state, no target yet
         assert node.counts["idle_ticks"] == 1 and node.counts["hold_ticks"] == 0
@@ -36,8 +40,10 @@ def test_idle_then_hold_ticks_and_not_anchored_is_info_at_start(franka, ros_cont
         time.sleep(1.2 * node.filter.controller_delay)  # the next target is late
         node._on_joint_state(names, np.array(franka.home), None, node.get_clock().now().nanoseconds * 1e-9,
                              "/joint_states")
+        before = node.get_clock().now().nanoseconds * 1e-9
         node._watchdog()
         assert node.counts["hold_ticks"] == 1 and node.counts["idle_ticks"] == 1
+        assert len(node.hold_times) == 1 and before <= node.hold_times[0] <= before + 0.5  # when, for the report
         assert not [line for line in lines if line[0] == "error"]
     finally:
         node.destroy_node()

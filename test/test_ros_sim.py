@@ -109,3 +109,28 @@ def test_demo_graph_baseline_reaches_toward_the_target(ros_context):
         assert time.monotonic() <= deadline + 1.0
     finally:
         graph.shutdown()
+
+
+def test_joint_states_start_once_every_camera_has_rendered(ros_context, monkeypatch):
+    # the first frame compiles llvmpipe's shaders and holds the GIL for tens of ms at a stretch: joint states that
+    # started before it came late at start-up (the demo's safety node saw 0.18 s old ones)
+    import threading
+
+    from rclpy.node import Node
+
+    from vla_ros.core.sim.scene import SimScene
+
+    release = threading.Event()
+    render = SimScene.render
+    monkeypatch.setattr(SimScene, "render", lambda self, name: release.wait(20.0) and render(self, name))
+    robot = load_robot("widowx")
+    sim = SimNode(robot=robot, context=ros_context, parameter_overrides=as_overrides({"robot": "widowx"}))
+    probe = Node("sim_probe", context=ros_context)
+    states = []
+    probe.create_subscription(JointState, robot.joint_state_sources[0].topic, states.append, qos.SENSOR)
+    with spinning([sim, probe], ros_context):
+        assert wait_for(lambda: probe.count_publishers(robot.joint_state_sources[0].topic) > 0, 10.0)
+        time.sleep(0.5)  # 50 joint-state periods at 100 Hz
+        assert states == []
+        release.set()
+        assert wait_for(lambda: len(states) > 5, 10.0)

@@ -91,7 +91,6 @@ def _run(args: argparse.Namespace) -> int:
 
     from vla_ros.core import demo_report
     from vla_ros.core.demo_recording import Recording
-    from vla_ros.core.node_report import NodeReport
     from vla_ros.core.robot import load_robot
     from vla_ros.core.safety.independent_check import LimitChecker
     from vla_ros.ros import params
@@ -99,7 +98,6 @@ def _run(args: argparse.Namespace) -> int:
     from vla_ros.ros.bringup import spin_each, start_graph, summary
     from vla_ros.ros.controllers import make_adapters
     from vla_ros.ros.diagnostics import DiagnosticsListener
-    from vla_ros.ros.node_process import NodeProcess
 
     robot = load_robot(args.robot)
     out = args.out or Path("out") / f"demo-{robot.name}"
@@ -116,39 +114,20 @@ def _run(args: argparse.Namespace) -> int:
     params.use_fastdds_profile()
     if note := params.raise_priority(args.niceness):  # before the children start: they inherit the priority
         print(note)
-    common = {"robot": args.robot, "controller_interface_override": override}
-    nodes_file = params.nodes_params_file()
-    sim = NodeProcess("vla_ros.ros.sim_node", {**common, "target_xyz": target.tolist()}, nodes_file)
-    # an observer, like a rosbag recorder: at normal priority, never ahead of the control path
-    recorder = NodeProcess("vla_ros.ros.recorder", {**common, "recording": str(files["demo_recorder"].resolve()),
-                                                    "snapshot_period": args.duration / (args.frames + 1)},
-                           niceness=max(0, os.getpriority(os.PRIO_PROCESS, 0)), node_name="demo_recorder")
-    safety = NodeProcess("vla_ros.ros.safety_node", {**common, "report": str(files["safety_node"].resolve()),
-                                                     "sent_history": args.duration + 60.0}, nodes_file)
-    ik = NodeProcess("vla_ros.ros.ik_node", {**common, "report": str(files["ik_node"].resolve())}, nodes_file) \
-        if policy.metadata.action_space.is_ee else None
+    sim, recorder, safety, ik = _children(args, {"robot": args.robot, "controller_interface_override": override},
+                                          files, target, policy.metadata.action_space.is_ee)
     control = [child for child in (safety, ik) if child]  # stopped in this order: safety_node first
     children = [sim, recorder, *control]
     with contextlib.ExitStack() as running:
         for child in children:
             running.enter_context(child)  # started now, stopped (in reverse) on leaving, whatever happens
         context = rclpy.Context()
-        rclpy.init(args=["--ros-args", "--params-file", str(nodes_file)], context=context)
+        rclpy.init(args=["--ros-args", "--params-file", str(params.nodes_params_file())], context=context)
         watch = DiagnosticsListener(context=context)
         listener = spin_each([watch], context)
         graph = None
         try:
-            # The policy starts once every child is up and hears what it needs: the safety node anchored on the
-            # sim's joint states, the IK node has them, the recorder hears the safety node's commands (DDS matches
-            # endpoints pair by pair: only a node itself can tell what it hears). Starting it while four processes
-            # still import and discover each other delayed its first targets by up to 0.35 s (hold ticks).
-            safety.wait_until(lambda: watch.value("vla_ros/safety_node", "mode") in ("tracking", "stopping"), 60.0,
-                              "anchor on the joint states (on /diagnostics)")
-            if ik:
-                ik.wait_until(lambda: watch.value("vla_ros/ik_node", "joint_states_fresh") == "True", 60.0,
-                              "fresh joint states (on /diagnostics)")
-            recorder.wait_until(lambda: watch.count("vla_ros/demo_recorder", "arm_commands") > 0, 60.0,
-                                f"commands heard on {adapters[0].topic} (on /diagnostics)")
+            _wait_until_ready(watch, safety, ik, recorder, adapters[0].topic)
             # its start-up check waits for its own subscription's first joint states
             graph = start_graph(args.robot, "baseline", controller_interface=override, policy_object=policy,
                                 context=context, overrides={"contract_check_wait": 60.0}, policy_only=True)
@@ -174,15 +153,7 @@ def _run(args: argparse.Namespace) -> int:
                 watch.destroy_node()
                 context.try_shutdown()
         exit_codes.update({child.name: child.stop() for child in (recorder, sim)})
-    for child in children:
-        path = files.get(child.name)
-        if exit_codes[child.name] != 0 or (path and not path.is_file()):
-            raise VlaRosError(f"{child.name} exited with code {exit_codes[child.name]}"
-                              + (f" without writing {path}" if path and not path.is_file() else ""))
-        run[child.name] = {**run.get(child.name, {}), "pid": child.process.pid, "exit_code": exit_codes[child.name]}
-    reports = {child.name: NodeReport.load(files[child.name]) for child in control}
-    for name, report in reports.items():
-        run[name].update(report.summary)
+    reports = _reports(children, control, files, exit_codes, run)
     safety_report = reports["safety_node"]
     recording = Recording.load(files["demo_recorder"])
     final_distance = distances[-1]
@@ -215,9 +186,11 @@ def _run(args: argparse.Namespace) -> int:
         "latency_chunks": len(latencies),
         "interventions": safety_summary["interventions"],
         "cpu_load": bool(args.cpu_load),
-        # Hold commands: the safety node's timer found no target for a controller delay (late targets); idle ticks:
-        # its timer before the first target (anchoring while the policy starts up).
-        "safety_hold_ticks": safety_summary["hold_ticks"],
+        # Hold commands: the safety node's timer found no target for a controller delay (late targets), during the run
+        # and before it (from the policy's first target to the run's start); idle ticks: its timer before the first
+        # target (anchored, waiting for the policy).
+        "safety_hold_ticks": int(np.count_nonzero(safety_report.hold_times >= started)),
+        "safety_startup_hold_ticks": int(np.count_nonzero(safety_report.hold_times < started)),
         "safety_idle_ticks": safety_summary["idle_ticks"],
         "safety_mode_changes": safety_summary["mode_changes"],
         "checked_commands": len(safety_report.sent),
@@ -238,6 +211,56 @@ def _run(args: argparse.Namespace) -> int:
         args.summary.write_text(text)
     print(demo_report.format_summary(result))
     return 0 if result["target_reached"] and violations == 0 else 1
+
+
+def _children(args, common: dict, files: dict[str, Path], target, is_ee: bool):
+    """sim_node, demo_recorder, safety_node and (EE policies) ik_node as processes, not yet started."""
+    from vla_ros.ros import params
+    from vla_ros.ros.node_process import NodeProcess
+
+    nodes_file = params.nodes_params_file()
+    sim = NodeProcess("vla_ros.ros.sim_node", {**common, "target_xyz": target.tolist()}, nodes_file)
+    # an observer, like a rosbag recorder: at normal priority, never ahead of the control path
+    recorder = NodeProcess("vla_ros.ros.recorder", {**common, "recording": str(files["demo_recorder"].resolve()),
+                                                    "snapshot_period": args.duration / (args.frames + 1)},
+                           niceness=max(0, os.getpriority(os.PRIO_PROCESS, 0)), node_name="demo_recorder")
+    safety = NodeProcess("vla_ros.ros.safety_node", {**common, "report": str(files["safety_node"].resolve()),
+                                                     "sent_history": args.duration + 60.0}, nodes_file)
+    ik = NodeProcess("vla_ros.ros.ik_node", {**common, "report": str(files["ik_node"].resolve())}, nodes_file) \
+        if is_ee else None
+    return sim, recorder, safety, ik
+
+
+def _wait_until_ready(watch, safety, ik, recorder, arm_topic: str) -> None:
+    """Until every child is up and hears what it needs: the safety node anchored on the sim's joint states (a stall
+    at start-up may have stopped it since: still anchored), the IK node has them, the recorder hears the safety
+    node's commands (DDS matches endpoints pair by pair: only a node itself can tell what it hears). Read from
+    /diagnostics. Starting the policy while four processes still imported and discovered each other delayed its
+    first targets by up to 0.35 s (hold ticks)."""
+    safety.wait_until(lambda: watch.value("vla_ros/safety_node", "mode") in ("tracking", "stopping"), 60.0,
+                      "anchor on the joint states (on /diagnostics)")
+    if ik:
+        ik.wait_until(lambda: watch.value("vla_ros/ik_node", "joint_states_fresh") == "True", 60.0,
+                      "fresh joint states (on /diagnostics)")
+    recorder.wait_until(lambda: watch.count("vla_ros/demo_recorder", "arm_commands") > 0, 60.0,
+                        f"commands heard on {arm_topic} (on /diagnostics)")
+
+
+def _reports(children, control, files: dict[str, Path], exit_codes: dict[str, int], run: dict) -> dict:
+    """Each control node's report, once every child has exited cleanly and written its file (else one line); the
+    children's pids, exit codes and reported summaries go into `run`."""
+    from vla_ros.core.node_report import NodeReport
+
+    for child in children:
+        path = files.get(child.name)
+        if exit_codes[child.name] != 0 or (path and not path.is_file()):
+            raise VlaRosError(f"{child.name} exited with code {exit_codes[child.name]}"
+                              + (f" without writing {path}" if path and not path.is_file() else ""))
+        run[child.name] = {**run.get(child.name, {}), "pid": child.process.pid, "exit_code": exit_codes[child.name]}
+    reports = {child.name: NodeReport.load(files[child.name]) for child in control}
+    for name, report in reports.items():
+        run[name].update(report.summary)
+    return reports
 
 
 def _drive(duration: float, graph, children, robot, arm, target) -> tuple[list[float], float, float]:

@@ -77,8 +77,9 @@ def format_summary(summary: dict) -> str:
     lines.append("  safety interventions: " + (", ".join(f"{k} {v}" for k, v in sorted(interventions.items()))
                                                 or "none"))
     changes = ", ".join(f"{k} x{v}" for k, v in summary["safety_mode_changes"].items()) or "none"
-    lines.append(f"  safety node: {summary['safety_hold_ticks']} hold ticks (no target for a controller delay); "
-                 f"mode changes: {changes}" + (" (every core busy)" if summary["cpu_load"] else ""))
+    lines.append(f"  safety node: {summary['safety_hold_ticks']} hold ticks during the run (no target for a controller "
+                 f"delay), {summary['safety_startup_hold_ticks']} while the policy started; mode changes: {changes}"
+                 + (" (every core busy)" if summary["cpu_load"] else ""))
     lines.append(f"  independent limit check of {summary['checked_commands']} sent commands: "
                  f"{summary['violations']} violations")
     verdict = "REACHED" if summary["target_reached"] else "NOT reached"

@@ -1,7 +1,8 @@
 """What a control node run as its own process reports when it stops (its `report` parameter names the file): its
 summary, the dict `vla-ros bringup --summary` shows for it, and for safety_node every command it sent with the
 safety settings it used, so the process that started it re-checks them with the independent checker
-(core/safety/independent_check.py) instead of trusting the node's own account."""
+(core/safety/independent_check.py) instead of trusting the node's own account, and when it held (hold ticks), so
+holds at start-up and during a run are told apart."""
 
 from __future__ import annotations
 
@@ -23,9 +24,11 @@ class NodeReport:
     summary: dict
     sent: list[SafeCommand] = field(default_factory=list)
     safety_config: SafetyConfig | None = None
+    hold_times: np.ndarray = field(default_factory=lambda: np.zeros(0))  # node clock, s
 
     def save(self, path: Path) -> None:
-        arrays = {"summary": np.array(json.dumps(self.summary, default=str))}
+        arrays = {"summary": np.array(json.dumps(self.summary, default=str)),
+                  "hold_times": np.asarray(self.hold_times, dtype=float)}
         if self.safety_config is not None:
             arrays["safety_config"] = np.array(json.dumps(asdict(self.safety_config)))
         if self.sent:
@@ -45,4 +48,4 @@ class NodeReport:
                                     state=str(columns["state"][k]), interventions=(),
                                     segment=int(columns["segment"][k]), timeline=float(columns["timeline"][k]))
                         for k in range(len(columns["stamp"]))]
-            return cls(json.loads(str(data["summary"])), sent, config)
+            return cls(json.loads(str(data["summary"])), sent, config, data["hold_times"])

@@ -11,7 +11,7 @@ target and then comes to a graded stop (the filter's own watchdogs on joint-stat
   ~/reset   clear it and re-anchor on the measured state (refused while joint states are stale or the arm moves)
 Mode changes (not_ready / tracking / stopping / estop) are logged once each with their reason, rate-limited; every
 intervention is counted and published on /diagnostics with the filter state. With `report` set, the node writes its
-summary and the commands it sent (the last `sent_history` s) there when it stops (core/node_report.py), for an
+summary, the commands it sent and its hold ticks' times (the last `sent_history` s) there when it stops (core/node_report.py), for an
 independent re-check by whoever started it (`vla-ros demo`).
 """
 
@@ -21,6 +21,7 @@ import sys
 from collections import Counter, deque
 from pathlib import Path
 
+import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
@@ -85,6 +86,7 @@ class SafetyNode(Node):
         self._transition_log = RateLimitedLog(self, params.value(self, "transition_log_period"))
         # The last sent_history s of sent commands (SafeCommand, with stamps and segments) for independent re-checks.
         self.sent: deque = deque(maxlen=int(params.value(self, "sent_history") * self.robot.control_rate_hz))
+        self.hold_times: deque = deque(maxlen=self.sent.maxlen)  # node time of each hold tick, for the report
         self.last_error = ""
         self._log = RateLimitedLog(self)
         self._grace_until = now_sec(self) + params.value(self, "startup_grace")
@@ -115,7 +117,11 @@ class SafetyNode(Node):
     def _watchdog(self) -> None:
         now = now_sec(self)
         if now - self._last_call >= self.filter.controller_delay * 0.999:  # targets stopped: hold, then stop the arm
-            self.counts["hold_ticks" if self.counts["targets"] else "idle_ticks"] += 1
+            if self.counts["targets"]:
+                self.counts["hold_ticks"] += 1
+                self.hold_times.append(now)
+            else:
+                self.counts["idle_ticks"] += 1
             self._send(self.filter.tick(now), now)
 
     def _send(self, command, now: float) -> None:
@@ -175,7 +181,8 @@ class SafetyNode(Node):
 
     def destroy_node(self):
         if report := params.value(self, "report"):
-            NodeReport(self.summary(), list(self.sent), self.filter.config).save(Path(report))
+            report_data = NodeReport(self.summary(), list(self.sent), self.filter.config, np.array(self.hold_times))
+            report_data.save(Path(report))
         return super().destroy_node()
 
     def _publish_diagnostics(self) -> None:
