@@ -3,6 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ROBOT ?= franka
 DURATION ?= 20
+DEMO_ARGS ?=
 # DDS stays on loopback; each make run on its own domain (tests pick a fresh domain per test on top of this).
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export ROS_DOMAIN_ID ?= 42
@@ -43,7 +44,7 @@ $(VENV)/.interfaces: $(VENV)/.installed requirements-interfaces.txt $(shell find
 venv: $(VENV)/.installed $(VENV)/.interfaces
 
 demo: venv
-	$(VENV)/bin/vla-ros demo --robot $(ROBOT) --duration $(DURATION)
+	$(VENV)/bin/vla-ros demo --robot $(ROBOT) --duration $(DURATION) $(DEMO_ARGS)
 
 test: venv
 	$(PY) -m pytest -q test

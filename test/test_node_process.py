@@ -57,9 +57,10 @@ def test_parameters_win_over_the_nodes_own_section_of_the_params_file(ros_contex
     child = NodeProcess("vla_ros.ros.sim_node", {"robot": "ur5", "target_xyz": [0.4, -0.1, 0.2],
                                                  "controller_interface_override": "float64_multi_array"},
                         params.nodes_params_file())
-    assert yaml.safe_load(child.overrides.read_text())["sim_node"]["ros__parameters"]["target_xyz"] == [0.4, -0.1, 0.2]
     try:
         with child:
+            assert yaml.safe_load(child.overrides.read_text())["sim_node"]["ros__parameters"]["target_xyz"] == [
+                0.4, -0.1, 0.2]
             client = AsyncParameterClient(observer, "sim_node")
             child.wait_until(lambda: client.services_are_ready(), 60.0, "parameter services")
             future = client.get_parameters(["target_xyz", "robot"])
@@ -90,3 +91,22 @@ def test_recording_round_trip(tmp_path):
     np.testing.assert_array_equal(loaded.snapshots[0].pixels, pixels)
     assert set(loaded.snapshots[0].paths) == {"left", "right_arm"} and loaded.snapshots[1].paths == {}
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_a_failure_while_the_signal_handler_shuts_down_is_a_clean_stop():
+    # rclpy's signal handler shuts the context down from its own thread; an executor taking a message meanwhile can
+    # fail ("Unable to convert call argument", seen in CI on the demo's recorder): run_single_node waits for the
+    # shutdown before calling such a failure an error
+    import threading
+
+    import rclpy
+
+    from vla_ros.ros import entry
+
+    rclpy.init()
+    try:
+        assert not entry._shutting_down(timeout=0.1)  # the context stays up: a real error
+        threading.Timer(0.2, rclpy.try_shutdown).start()
+        assert entry._shutting_down(timeout=5.0)
+    finally:
+        rclpy.try_shutdown()

@@ -6,6 +6,7 @@ whole graph from the nodes) so that the node modules do not import the module th
 from __future__ import annotations
 
 import sys
+import time
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -33,12 +34,25 @@ def run_single_node(node_class, argv: list[str]) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception:
-        if rclpy.ok():
+        if not _shutting_down():
             raise
-        # SIGINT / SIGTERM shut the context down under a running callback (its publish failed): a normal stop
+        # SIGINT / SIGTERM shut the context down under a running callback (its publish failed) or while the executor
+        # took a message (rclpy raised "Unable to convert call argument", as under load in ros/joint_state_publisher
+        # issue 117): a normal stop
     finally:
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
         thaw_startup_objects()
     return 0
+
+
+def _shutting_down(timeout: float = 1.0) -> bool:
+    """Whether the context is shut down or about to be: the signal handler's shutdown can still be under way when
+    the executor fails on a handle it finalises, so wait a little before calling the failure a real error."""
+    deadline = time.monotonic() + timeout
+    while rclpy.ok():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True

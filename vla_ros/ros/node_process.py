@@ -52,17 +52,18 @@ class NodeProcess:
     def __init__(self, module: str, parameters: dict, params_file: Path | None = None, niceness: int | None = None,
                  node_name: str | None = None):
         self.name = node_name or module.rsplit(".", 1)[-1]
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix=f"vla_ros-{self.name}-", delete=False) as out:
-            yaml.safe_dump({self.name: {"ros__parameters": parameters}}, out)
-        self.overrides = Path(out.name)
-        files = [params_file] if params_file else []
-        self.command = [sys.executable, "-m", module, "--ros-args",
-                        *(arg for f in [*files, self.overrides] for arg in ("--params-file", str(f)))]
-        self.niceness = niceness
+        self.module, self.parameters, self.params_file, self.niceness = module, parameters, params_file, niceness
+        self.overrides: Path | None = None  # the parameters' file while the child runs
         self.process: subprocess.Popen | None = None
 
     def start(self) -> NodeProcess:
-        self.process = subprocess.Popen(self.command, preexec_fn=lambda: _prepare_child(self.niceness))  # env inherited
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix=f"vla_ros-{self.name}-", delete=False) as out:
+            yaml.safe_dump({self.name: {"ros__parameters": self.parameters}}, out)
+        self.overrides = Path(out.name)
+        files = [self.params_file] if self.params_file else []
+        command = [sys.executable, "-m", self.module, "--ros-args",
+                   *(arg for f in [*files, self.overrides] for arg in ("--params-file", str(f)))]
+        self.process = subprocess.Popen(command, preexec_fn=lambda: _prepare_child(self.niceness))  # env inherited
         return self
 
     def check_running(self) -> None:
@@ -82,7 +83,8 @@ class NodeProcess:
 
     def stop(self, timeout: float = 10.0) -> int:
         """SIGINT, then SIGKILL after `timeout` s; the exit code (negative: the signal that ended it)."""
-        self.overrides.unlink(missing_ok=True)
+        if self.overrides is not None:
+            self.overrides.unlink(missing_ok=True)
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
             try:
