@@ -18,8 +18,8 @@ import threading
 from pathlib import Path
 
 import numpy as np
-from rclpy.node import Node
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
 from sensor_msgs.msg import Image
 from visualization_msgs.msg import Marker, MarkerArray
 

@@ -11,8 +11,8 @@ target and then comes to a graded stop (the filter's own watchdogs on joint-stat
   ~/reset   clear it and re-anchor on the measured state (refused while joint states are stale or the arm moves)
 Mode changes (not_ready / tracking / stopping / estop) are logged once each with their reason, rate-limited; every
 intervention is counted and published on /diagnostics with the filter state. With `report` set, the node writes its
-summary, the commands it sent and its hold ticks' times (the last `sent_history` s) there when it stops (core/node_report.py), for an
-independent re-check by whoever started it (`vla-ros demo`).
+summary, the commands it sent and its hold ticks' times (the last `sent_history` s) there when it stops
+(core/node_report.py), for an independent re-check by whoever started it (`vla-ros demo`).
 """
 
 from __future__ import annotations
