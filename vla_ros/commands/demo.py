@@ -95,7 +95,7 @@ def _run(args: argparse.Namespace) -> int:
     from vla_ros.core.safety.independent_check import LimitChecker
     from vla_ros.ros import params
     from vla_ros.ros.base import now_sec
-    from vla_ros.ros.bringup import spin_each, start_graph, summary
+    from vla_ros.ros.bringup import Graph, start_graph, summary
     from vla_ros.ros.controllers import make_adapters
     from vla_ros.ros.diagnostics import DiagnosticsListener
 
@@ -123,16 +123,18 @@ def _run(args: argparse.Namespace) -> int:
             running.enter_context(child)  # started now, stopped (in reverse) on leaving, whatever happens
         context = rclpy.Context()
         rclpy.init(args=["--ros-args", "--params-file", str(params.nodes_params_file())], context=context)
+        # spun from now on, and shut down with the graph once there is one
+        listening = Graph(context, None, None, None, None)
         watch = DiagnosticsListener(context=context)
-        listener = spin_each([watch], context)
+        listening.add_node(watch)
         graph = None
         try:
             _wait_until_ready(watch, safety, ik, recorder, adapters[0].topic)
             # its start-up check waits for its own subscription's first joint states
             graph = start_graph(args.robot, "baseline", controller_interface=override, policy_object=policy,
                                 context=context, overrides={"contract_check_wait": 60.0}, policy_only=True)
-            graph.nodes.append(watch)  # shut down with the graph
-            graph.spinners += listener
+            graph.nodes += listening.nodes
+            graph.spinners += listening.spinners
             safety.wait_until(lambda: watch.count("vla_ros/safety_node", "targets") > 0, 60.0,
                               "targets from the policy (on /diagnostics)")
             print(f"demo: {robot.name} reaching for the red target at {np.round(target, 3).tolist()} "
@@ -145,13 +147,7 @@ def _run(args: argparse.Namespace) -> int:
             # chunks adopted during the run: before it the recorder may not yet have heard the commands
             adoptions = [(tick, stamp) for tick, stamp in graph.policy.adoptions if tick >= started]
         finally:
-            if graph is not None:
-                graph.shutdown()
-            else:
-                for executor, _ in listener:
-                    executor.shutdown(timeout_sec=2.0)
-                watch.destroy_node()
-                context.try_shutdown()
+            (graph if graph is not None else listening).shutdown()
         exit_codes.update({child.name: child.stop() for child in (recorder, sim)})
     reports = _reports(children, control, files, exit_codes, run)
     safety_report = reports["safety_node"]
@@ -253,9 +249,10 @@ def _reports(children, control, files: dict[str, Path], exit_codes: dict[str, in
 
     for child in children:
         path = files.get(child.name)
-        if exit_codes[child.name] != 0 or (path and not path.is_file()):
+        missing = path is not None and not path.is_file()
+        if exit_codes[child.name] != 0 or missing:
             raise VlaRosError(f"{child.name} exited with code {exit_codes[child.name]}"
-                              + (f" without writing {path}" if path and not path.is_file() else ""))
+                              + (f" without writing {path}" if missing else ""))
         run[child.name] = {**run.get(child.name, {}), "pid": child.process.pid, "exit_code": exit_codes[child.name]}
     reports = {child.name: NodeReport.load(files[child.name]) for child in control}
     for name, report in reports.items():
