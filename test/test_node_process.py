@@ -93,20 +93,23 @@ def test_recording_round_trip(tmp_path):
     assert not list(tmp_path.glob("*.partial"))
 
 
-def test_a_failure_while_the_signal_handler_shuts_down_is_a_clean_stop():
-    # rclpy's signal handler shuts the context down from its own thread; an executor taking a message meanwhile can
-    # fail ("Unable to convert call argument", seen in CI on the demo's recorder): run_single_node waits for the
-    # shutdown before calling such a failure an error
-    import threading
 
-    import rclpy
+def test_sigterm_is_a_clean_stop_too(ros_context, ros_domain_id, monkeypatch, tmp_path):
+    # what the kernel sends when the parent dies (PR_SET_PDEATHSIG) and launch's escalation: the node is destroyed
+    # (its file written) and the context shut down after the executor has stopped, exit code 0
+    import signal
 
-    from vla_ros.ros import entry
+    from rclpy.node import Node
 
-    rclpy.init()
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(ros_domain_id))
+    observer = Node("node_process_observer", context=ros_context)
+    path = tmp_path / "recording.npz"
     try:
-        assert not entry._shutting_down(timeout=0.1)  # the context stays up: a real error
-        threading.Timer(0.2, rclpy.try_shutdown).start()
-        assert entry._shutting_down(timeout=5.0)
+        with NodeProcess("vla_ros.ros.recorder", {"robot": "ur5", "recording": str(path)},
+                         node_name="demo_recorder") as child:
+            child.wait_until(lambda: "demo_recorder" in observer.get_node_names(), 60.0, "node on the graph")
+            child.process.send_signal(signal.SIGTERM)
+            assert child.process.wait(10.0) == 0
     finally:
-        rclpy.try_shutdown()
+        observer.destroy_node()
+    assert Recording.load(path).command_q.shape == (0, 6)
