@@ -296,7 +296,7 @@ def control_path(domain: int, ticks: int) -> dict:
 
 
 def _stop(children: list[subprocess.Popen]) -> None:
-    """SIGINT (rclpy's clean shutdown), then SIGKILL for a child that does not exit in 5 s."""
+    """SIGINT (a clean stop), then SIGKILL for a child that does not exit in 5 s."""
     for child in children:
         child.send_signal(signal.SIGINT)
     for child in children:

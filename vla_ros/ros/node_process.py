@@ -11,7 +11,7 @@ nodes still shared one GIL with the policy's worker, and 3 of 13 loaded demos he
 ik_node and safety_node as their own processes too, as the launch file does.
 
 The child is `python -m <node module> --ros-args ...` with this process's environment (the ROS wheels' .pth hook
-needs it, as do ROS_DOMAIN_ID and ROS_AUTOMATIC_DISCOVERY_RANGE), stopped with SIGINT (rclpy's clean shutdown) and
+needs it, as do ROS_DOMAIN_ID and ROS_AUTOMATIC_DISCOVERY_RANGE), stopped with SIGINT (ros/entry.py: a clean stop) and
 killed by the kernel if this process dies first, so it never outlives its parent on the domain.
 """
 
